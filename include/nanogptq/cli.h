@@ -34,6 +34,7 @@ typedef struct {
     ngq_config cfg;
     int help;    /* --help was given: print help, exit 0 */
     int version; /* --version was given */
+    int help_config; /* --help-config: print the configuration reference, exit 0 */
     int print_config; /* --print-config: print the effective config, exit 0 */
     const char *values[NGQ_CLI_MAX_OPTIONS]; /* per spec option: its value, "1" for a flag, NULL if absent */
     const char *positional[NGQ_CLI_MAX_POSITIONAL];

@@ -13,6 +13,7 @@ static const ngq_cli_option STANDARD[] = {
     {"--set", "SECTION.KEY=VALUE", "override one config value; repeatable, applied in order after FILE"},
     {"--print-config", NULL, "print the effective configuration (file + overrides) as INI and exit"},
     {"--help", NULL, "print this help and exit"},
+    {"--help-config", NULL, "print every configuration key with its type, default, range and meaning"},
     {"--version", NULL, "print the version and exit"},
 };
 
@@ -66,6 +67,10 @@ ngq_status ngq_cli_parse(int argc, char **argv, const ngq_cli_spec *spec, ngq_cl
         }
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             cli->help = 1;
+            return NGQ_OK;
+        }
+        if (strcmp(arg, "--help-config") == 0) {
+            cli->help_config = 1;
             return NGQ_OK;
         }
         if (strcmp(arg, "--version") == 0) {

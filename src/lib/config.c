@@ -584,6 +584,17 @@ ngq_status ngq_config_write(const ngq_config *cfg, FILE *fp, ngq_error *err)
     return NGQ_OK;
 }
 
+/* Markdown table cell: '|' escaped so it does not end the cell. */
+static void write_table_cell(FILE *fp, const char *text, int code)
+{
+    if (code) fputc('`', fp);
+    for (const char *c = text; *c; c++) {
+        if (*c == '|') fputc('\\', fp);
+        fputc(*c, fp);
+    }
+    if (code) fputc('`', fp);
+}
+
 void ngq_config_write_reference(FILE *fp)
 {
     const char *current = "";
@@ -613,7 +624,11 @@ void ngq_config_write_reference(FILE *fp)
         }
         for (char *c = range; *c; c++)
             if (*c == '|') *c = ',';
-        fprintf(fp, "| `%s` | %s | `%s` | %s | %s |\n", spec->key, type, spec->def, range, spec->doc);
+        fprintf(fp, "| `%s` | %s | ", spec->key, type);
+        write_table_cell(fp, spec->def[0] ? spec->def : "(empty)", spec->def[0] != 0);
+        fprintf(fp, " | %s | ", range);
+        write_table_cell(fp, spec->doc, 0);
+        fprintf(fp, " |\n");
     }
 }
 

@@ -80,9 +80,10 @@ ngq_status ngq_tokens_parse(ngq_tokens *out, const unsigned char *data, size_t s
     memcpy(tokens, body, (size_t)count * 2);
     for (size_t i = 0; i < count; i++)
         if (tokens[i] >= vocab_size) {
+            unsigned id = tokens[i];
             free(tokens);
             return ngq_fail(err, NGQ_ERR_FORMAT, "%s: token %zu has id %u, outside the vocabulary of %" PRIu32, name, i,
-                            tokens[i], vocab_size);
+                            id, vocab_size);
         }
     out->tokens = tokens;
     out->count = (size_t)count;

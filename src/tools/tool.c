@@ -16,6 +16,10 @@ int ngq_tool_start(int argc, char **argv, const ngq_cli_spec *spec, ngq_cli *cli
         ngq_cli_print_help(spec, stdout);
         return 0;
     }
+    if (cli->help_config) {
+        ngq_config_write_reference(stdout);
+        return 0;
+    }
     if (cli->version) {
         printf("%s (nanogptq) %s\n", spec->program, NGQ_VERSION_STRING);
         return 0;
