@@ -1,0 +1,336 @@
+/* qmatmul.c: Y = X @ dequant(Q)^T (+ bias) on packed weights: fused AVX2
+ * kernels for 8-bit and 4-bit codes at small n, a generic row kernel for the
+ * other widths, and a tiled dequantize-then-sgemm path for large n (see
+ * qmatmul.h). It never materializes the whole float weight except in the
+ * reference path. It does not quantize. */
+#include "nanogptq/qmatmul.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+/* ---- shared helpers --------------------------------------------------------- */
+
+static ngq_status check_args(const ngq_qtensor *q, const float *x, int64_t n, const float *y, ngq_error *err)
+{
+    if (!q || !q->codes) return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: empty qtensor");
+    if (n < 0) return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: n = %lld", (long long)n);
+    if (n > 0 && (!x || !y)) return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: NULL input or output");
+    return NGQ_OK;
+}
+
+/* dot (n) = sum_j a_j b_j with 4 vector accumulators. */
+static float dot_f32(const float *a, const float *b, int64_t n)
+{
+    int64_t j = 0;
+    float tail = 0.0f;
+#ifdef __AVX2__
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    for (; j + 32 <= n; j += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 16), _mm256_loadu_ps(b + j + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 24), _mm256_loadu_ps(b + j + 24), s3);
+    }
+    for (; j + 8 <= n; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    tail = _mm_cvtss_f32(h);
+#else
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++) s[k] += a[j + k] * b[j + k];
+    tail = (s[0] + s[1]) + (s[2] + s[3]);
+#endif
+    for (; j < n; j++) tail += a[j] * b[j];
+    return tail;
+}
+
+/* ---- the generic row kernel ------------------------------------------------- */
+
+/* Row r against n inputs: w = dequant(row r) into buf (cols), then
+ * y[k*rows + r] = dot(x_k, w) (+ bias[r]).  x (n, cols) -> y (n, rows). */
+static void row_generic(const ngq_qtensor *q, int64_t r, const float *x, int64_t n, const float *bias, float *y,
+                        float *buf)
+{
+    ngq_qtensor_dequantize_row(q, r, buf);
+    float b = bias ? bias[r] : 0.0f;
+    for (int64_t k = 0; k < n; k++) y[k * q->rows + r] = dot_f32(x + k * q->cols, buf, q->cols) + b;
+}
+
+/* ---- fused AVX2 kernels for 8-bit and 4-bit codes ------------------------------ */
+
+#ifdef __AVX2__
+static inline float hsum256(__m256 s)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 8 codes from column j as floats minus the zero point. */
+static inline __m256 decode8_q8(const uint8_t *row, int64_t j, __m256 vz)
+{
+    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + j));
+    return _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), vz);
+}
+
+/* j even: 8 nibbles in 4 bytes, code j in the low nibble of the first byte. */
+static inline __m256 decode8_q4(const uint8_t *row, int64_t j, __m256 vz)
+{
+    uint32_t v;
+    memcpy(&v, row + (j >> 1), sizeof v);
+    __m256i b = _mm256_srlv_epi32(_mm256_set1_epi32((int)v), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    b = _mm256_and_si256(b, _mm256_set1_epi32(15));
+    return _mm256_sub_ps(_mm256_cvtepi32_ps(b), vz);
+}
+
+static inline float code_q8(const uint8_t *row, int64_t j)
+{
+    return (float)row[j];
+}
+
+static inline float code_q4(const uint8_t *row, int64_t j)
+{
+    return (float)((row[j >> 1] >> ((j & 1) * 4)) & 15);
+}
+
+/* One input row against weight row r, 4 partial accumulators per group:
+ *   out = sum_g scale_g * sum_{j in g} x_j (code_j - zero_g).
+ * x (cols), row codes (row_bytes) -> out (1). Two inputs at once in
+ * FUSED_PAIR: x0, x1 (cols each) -> out0, out1. */
+#define DEFINE_FUSED_KERNELS(NAME, DECODE8, CODE)                                                        \
+    static float fused_one_##NAME(const ngq_qtensor *q, int64_t r, const float *x)                      \
+    {                                                                                                   \
+        const uint8_t *row = q->codes + r * q->row_bytes;                                               \
+        const int64_t gsize = q->cols / q->groups_per_row;                                             \
+        __m256 acc = _mm256_setzero_ps();                                                               \
+        float tail = 0.0f;                                                                              \
+        for (int64_t g = 0; g < q->groups_per_row; g++) {                                               \
+            ngq_qparams p = ngq_qtensor_get_params(q, r, g);                                            \
+            const __m256 vz = _mm256_set1_ps(p.zero);                                                   \
+            const int64_t c1 = (g + 1) * gsize;                                                         \
+            int64_t j = g * gsize;                                                                      \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                  \
+            __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();                                  \
+            float t = 0.0f;                                                                             \
+            for (; j + 32 <= c1; j += 32) {                                                             \
+                a0 = _mm256_fmadd_ps(DECODE8(row, j, vz), _mm256_loadu_ps(x + j), a0);                  \
+                a1 = _mm256_fmadd_ps(DECODE8(row, j + 8, vz), _mm256_loadu_ps(x + j + 8), a1);          \
+                a2 = _mm256_fmadd_ps(DECODE8(row, j + 16, vz), _mm256_loadu_ps(x + j + 16), a2);        \
+                a3 = _mm256_fmadd_ps(DECODE8(row, j + 24, vz), _mm256_loadu_ps(x + j + 24), a3);        \
+            }                                                                                           \
+            for (; j + 8 <= c1; j += 8) a0 = _mm256_fmadd_ps(DECODE8(row, j, vz), _mm256_loadu_ps(x + j), a0); \
+            for (; j < c1; j++) t += (CODE(row, j) - p.zero) * x[j];                                    \
+            __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));                     \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(p.scale), a, acc);                           \
+            tail += p.scale * t;                                                                        \
+        }                                                                                               \
+        return hsum256(acc) + tail;                                                                     \
+    }                                                                                                   \
+    static void fused_pair_##NAME(const ngq_qtensor *q, int64_t r, const float *x0, const float *x1,    \
+                                  float *out0, float *out1)                                             \
+    {                                                                                                   \
+        const uint8_t *row = q->codes + r * q->row_bytes;                                               \
+        const int64_t gsize = q->cols / q->groups_per_row;                                             \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                  \
+        float tail0 = 0.0f, tail1 = 0.0f;                                                               \
+        for (int64_t g = 0; g < q->groups_per_row; g++) {                                               \
+            ngq_qparams p = ngq_qtensor_get_params(q, r, g);                                            \
+            const __m256 vz = _mm256_set1_ps(p.zero);                                                   \
+            const int64_t c1 = (g + 1) * gsize;                                                         \
+            int64_t j = g * gsize;                                                                      \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                  \
+            __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();                                  \
+            float t0 = 0.0f, t1 = 0.0f;                                                                 \
+            for (; j + 16 <= c1; j += 16) {                                                             \
+                __m256 d0 = DECODE8(row, j, vz), d1 = DECODE8(row, j + 8, vz);                          \
+                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x0 + j), a0);                                  \
+                a1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(x0 + j + 8), a1);                              \
+                b0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x1 + j), b0);                                  \
+                b1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(x1 + j + 8), b1);                              \
+            }                                                                                           \
+            for (; j + 8 <= c1; j += 8) {                                                               \
+                __m256 d0 = DECODE8(row, j, vz);                                                        \
+                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x0 + j), a0);                                  \
+                b0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x1 + j), b0);                                  \
+            }                                                                                           \
+            for (; j < c1; j++) {                                                                       \
+                float cz = CODE(row, j) - p.zero;                                                       \
+                t0 += cz * x0[j];                                                                       \
+                t1 += cz * x1[j];                                                                       \
+            }                                                                                           \
+            const __m256 vs = _mm256_set1_ps(p.scale);                                                  \
+            acc0 = _mm256_fmadd_ps(vs, _mm256_add_ps(a0, a1), acc0);                                    \
+            acc1 = _mm256_fmadd_ps(vs, _mm256_add_ps(b0, b1), acc1);                                    \
+            tail0 += p.scale * t0;                                                                      \
+            tail1 += p.scale * t1;                                                                      \
+        }                                                                                               \
+        *out0 = hsum256(acc0) + tail0;                                                                  \
+        *out1 = hsum256(acc1) + tail1;                                                                  \
+    }                                                                                                   \
+    static void row_fused_##NAME(const ngq_qtensor *q, int64_t r, const float *x, int64_t n,            \
+                                 const float *bias, float *y)                                           \
+    {                                                                                                   \
+        const float b = bias ? bias[r] : 0.0f;                                                          \
+        int64_t k = 0;                                                                                  \
+        for (; k + 2 <= n; k += 2) {                                                                    \
+            float o0, o1;                                                                               \
+            fused_pair_##NAME(q, r, x + k * q->cols, x + (k + 1) * q->cols, &o0, &o1);                  \
+            y[k * q->rows + r] = o0 + b;                                                                \
+            y[(k + 1) * q->rows + r] = o1 + b;                                                          \
+        }                                                                                               \
+        if (k < n) y[k * q->rows + r] = fused_one_##NAME(q, r, x + k * q->cols) + b;                    \
+    }
+
+DEFINE_FUSED_KERNELS(q8, decode8_q8, code_q8)
+DEFINE_FUSED_KERNELS(q4, decode8_q4, code_q4)
+#endif
+
+/* ---- the kernel table ------------------------------------------------------- */
+
+typedef void (*row_kernel_fn)(const ngq_qtensor *q, int64_t r, const float *x, int64_t n, const float *bias,
+                              float *y);
+
+typedef struct {
+    int bits;
+    const char *name;
+    row_kernel_fn fused; /* NULL: the generic row kernel */
+} qmatmul_kernel;
+
+#ifdef __AVX2__
+#define FUSED(f) f
+#else
+#define FUSED(f) NULL
+#endif
+
+static const qmatmul_kernel kernel_table[] = {
+    {2, "row_generic", NULL},
+    {3, "row_generic", NULL},
+    {4, "q4_avx2", FUSED(row_fused_q4)},
+    {5, "row_generic", NULL},
+    {6, "row_generic", NULL},
+    {7, "row_generic", NULL},
+    {8, "q8_avx2", FUSED(row_fused_q8)},
+};
+_Static_assert(sizeof kernel_table / sizeof kernel_table[0] == NGQ_QUANT_MAX_BITS - NGQ_QUANT_MIN_BITS + 1,
+               "one kernel entry per bit width");
+/* The fused kernels read 8 codes per vector: 8 bytes of 8-bit codes, 4 bytes of 4-bit codes. */
+_Static_assert(NGQ_QBLOCK_CODES == 8, "fused kernels decode one block of 8 codes per vector");
+
+/* The fused kernel usable for q, or NULL. */
+static row_kernel_fn fused_kernel_for(const ngq_qtensor *q)
+{
+    const qmatmul_kernel *k = &kernel_table[q->grid.bits - NGQ_QUANT_MIN_BITS];
+    if (!k->fused || q->g_idx) return NULL;
+    int64_t gsize = q->cols / q->groups_per_row;
+    if (q->grid.bits == 4 && gsize % 2 != 0) return NULL; /* groups must start on a byte */
+    return k->fused;
+}
+
+const char *ngq_qmatmul_kernel_name(const ngq_qtensor *q, int64_t n)
+{
+    if (n >= NGQ_QMATMUL_SMALL_N) return "tile_sgemm";
+    if (fused_kernel_for(q)) return kernel_table[q->grid.bits - NGQ_QUANT_MIN_BITS].name;
+    return "row_generic";
+}
+
+/* ---- the two paths ------------------------------------------------------------ */
+
+/* x (n, cols) -> y (n, rows), one output row at a time, rows split statically. */
+static ngq_status qmatmul_rows(const ngq_qtensor *q, const float *x, int64_t n, const float *bias, float *y,
+                               ngq_error *err)
+{
+    row_kernel_fn fused = fused_kernel_for(q);
+    const int64_t rows = q->rows, cols = q->cols;
+    const int parallel = rows * cols * n > 32768;
+    if (fused) {
+        #pragma omp parallel for schedule(static) if (parallel)
+        for (int64_t r = 0; r < rows; r++) fused(q, r, x, n, bias, y);
+        return NGQ_OK;
+    }
+    int nomem = 0;
+    #pragma omp parallel if (parallel) reduction(max : nomem)
+    {
+        float *buf = malloc((size_t)cols * sizeof *buf);
+        if (!buf) nomem = 1;
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            if (buf) row_generic(q, r, x, n, bias, y, buf);
+        free(buf);
+    }
+    if (nomem) return ngq_fail(err, NGQ_ERR_NOMEM, "qmatmul: cannot allocate a row buffer of %lld floats", (long long)cols);
+    return NGQ_OK;
+}
+
+/* x (n, cols) -> y (n, rows): slice s of the output rows is dequantized tile by
+ * tile into a per-slice buffer and multiplied with cblas_sgemm. */
+static ngq_status qmatmul_tiles(const ngq_qtensor *q, const float *x, int64_t n, const float *bias, float *y,
+                                ngq_error *err)
+{
+    const int64_t rows = q->rows, cols = q->cols;
+    int64_t nslices = omp_get_max_threads();
+    if (nslices > rows) nslices = rows;
+    if (nslices < 1) nslices = 1;
+    int64_t tile = NGQ_QMATMUL_TILE_FLOATS / cols;
+    if (tile < 1) tile = 1;
+    int nomem = 0;
+    #pragma omp parallel for schedule(static) reduction(max : nomem)
+    for (int64_t s = 0; s < nslices; s++) {
+        const int64_t r0 = rows * s / nslices, r1 = rows * (s + 1) / nslices;
+        const int64_t t = tile < r1 - r0 ? tile : r1 - r0;
+        float *buf = malloc((size_t)(t * cols) * sizeof *buf);
+        if (!buf) {
+            nomem = 1;
+            continue;
+        }
+        for (int64_t rt = r0; rt < r1; rt += t) {
+            const int64_t nr = r1 - rt < t ? r1 - rt : t;
+            for (int64_t i = 0; i < nr; i++) ngq_qtensor_dequantize_row(q, rt + i, buf + i * cols);
+            /* y[:, rt:rt+nr] = x @ buf^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)cols, 1.0f, x, (int)cols, buf,
+                        (int)cols, 0.0f, y + rt, (int)rows);
+            if (bias)
+                for (int64_t k = 0; k < n; k++)
+                    for (int64_t i = 0; i < nr; i++) y[k * rows + rt + i] += bias[rt + i];
+        }
+        free(buf);
+    }
+    if (nomem) return ngq_fail(err, NGQ_ERR_NOMEM, "qmatmul: cannot allocate a tile of %lld x %lld floats",
+                               (long long)tile, (long long)cols);
+    return NGQ_OK;
+}
+
+ngq_status ngq_qmatmul(const ngq_qtensor *q, const float *x, int64_t n, const float *bias, float *y, ngq_error *err)
+{
+    ngq_status st = check_args(q, x, n, y, err);
+    if (st || n == 0) return st;
+    if (n >= NGQ_QMATMUL_SMALL_N) return qmatmul_tiles(q, x, n, bias, y, err);
+    return qmatmul_rows(q, x, n, bias, y, err);
+}
+
+ngq_status ngq_qmatmul_reference(const ngq_qtensor *q, const float *x, int64_t n, const float *bias, float *y,
+                                 ngq_error *err)
+{
+    ngq_status st = check_args(q, x, n, y, err);
+    if (st || n == 0) return st;
+    float *w = malloc((size_t)(q->rows * q->cols) * sizeof *w);
+    if (!w) return ngq_fail(err, NGQ_ERR_NOMEM, "qmatmul reference: cannot allocate [%lld, %lld] floats",
+                            (long long)q->rows, (long long)q->cols);
+    ngq_qtensor_dequantize(q, w);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)q->rows, (int)q->cols, 1.0f, x, (int)q->cols, w,
+                (int)q->cols, 0.0f, y, (int)q->rows);
+    if (bias)
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t r = 0; r < q->rows; r++) y[k * q->rows + r] += bias[r];
+    free(w);
+    return NGQ_OK;
+}
