@@ -80,8 +80,11 @@ int main(int argc, char **argv)
     if (st) return ngq_tool_fail(&SPEC, st, &err);
     char took[32];
     ngq_format_duration(result.seconds, took, sizeof took);
-    printf("%s after %d steps, %lld tokens, %s | final train loss %.4f | val loss %.4f (ppl %.3f) | best val %.4f\n",
-           result.stopped_early ? "stopped" : "done", result.steps_done, (long long)result.tokens_seen, took,
-           result.final_train_loss, result.final_val_loss, exp(result.final_val_loss), result.best_val_loss);
+    printf("%s after %d steps, %lld tokens, %s | final train loss %.4f", result.stopped_early ? "stopped" : "done",
+           result.steps_done, (long long)result.tokens_seen, took, result.final_train_loss);
+    if (!isnan(result.final_val_loss))
+        printf(" | val loss %.4f (ppl %.3f)", result.final_val_loss, exp(result.final_val_loss));
+    if (isfinite(result.best_val_loss)) printf(" | best val %.4f", result.best_val_loss);
+    printf("\n");
     return 0;
 }
