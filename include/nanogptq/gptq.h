@@ -13,9 +13,10 @@
  *
  * Hessian: H = 2 X^T X / N over all N rows added (the reference divides by the
  * number of sequences instead of rows; a constant factor that GPTQ is
- * invariant to). Activations are never stored: each call multiplies chunks of
- * at most NGQ_HESSIAN_CHUNK_ROWS rows in float32 (ssyrk/sgemm, split over two
- * OpenMP slices) and adds the chunk products into a double accumulator, which
+ * invariant to). Activations are never stored beyond one chunk: rows are
+ * gathered into chunks of NGQ_HESSIAN_CHUNK_ROWS (a batch at least that large
+ * is used in place), each chunk is multiplied in float32 (ssyrk/sgemm, split
+ * over two OpenMP slices) and the chunk products are summed in double, which
  * is more precise than the reference's float32 running average.
  *
  * The algorithm (row-major W [rows, cols], all in double except the rounding,
@@ -55,7 +56,7 @@
 #include "nanogptq/common.h"
 #include "nanogptq/quant.h"
 
-#define NGQ_HESSIAN_CHUNK_ROWS 2048
+#define NGQ_HESSIAN_CHUNK_ROWS 1024
 
 typedef struct {
     int64_t cols;
@@ -63,6 +64,8 @@ typedef struct {
     double *h;        /* cols x cols: sum X^T X (upper triangle) until finalize, then
                          the full symmetric H = 2 X^T X / nsamples                  */
     float *chunk;     /* cols x cols scratch for one chunk's float32 product        */
+    float *pending;   /* NGQ_HESSIAN_CHUNK_ROWS x cols rows not yet multiplied      */
+    int64_t npending;
     int finalized;
 } ngq_hessian;
 

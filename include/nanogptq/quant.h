@@ -229,7 +229,10 @@ void ngq_qtensor_get_sizes(const ngq_qtensor *q, ngq_qtensor_sizes *sizes);
  * (asymmetric only); "g_idx" I32 [cols] (only when present). dtype is the
  * safetensors dtype name. data points into the qtensor: write from it, or,
  * after ngq_qtensor_init with the same rows/cols/grid, read a file's bytes
- * into it. */
+ * into it. cols cannot be recovered from row_bytes for widths below 8, so a
+ * file must also record rows, cols and the grid (ngq_qgrid_format) in its
+ * metadata; check each part read with ngq_qtensor_check_part and the filled
+ * tensor with ngq_qtensor_validate. */
 typedef struct {
     const char *name;
     const char *dtype;

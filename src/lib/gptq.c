@@ -21,7 +21,8 @@ ngq_status ngq_hessian_init(ngq_hessian *h, int64_t cols, ngq_error *err)
     h->cols = cols;
     h->h = calloc((size_t)(cols * cols), sizeof *h->h);
     h->chunk = malloc((size_t)(cols * cols) * sizeof *h->chunk);
-    if (!h->h || !h->chunk) {
+    h->pending = malloc((size_t)(NGQ_HESSIAN_CHUNK_ROWS * cols) * sizeof *h->pending);
+    if (!h->h || !h->chunk || !h->pending) {
         ngq_hessian_free(h);
         return ngq_fail(err, NGQ_ERR_NOMEM, "cannot allocate a %lld x %lld Hessian", (long long)cols,
                         (long long)cols);
@@ -34,28 +35,34 @@ void ngq_hessian_free(ngq_hessian *h)
     if (!h) return;
     free(h->h);
     free(h->chunk);
+    free(h->pending);
     memset(h, 0, sizeof *h);
 }
 
-/* chunk (upper triangle, cols x cols) = x^T x for x (m, cols), in float32.
- * The columns are split in halves A | B: slice 0 computes the off-diagonal
- * block A^T B (sgemm), slice 1 the two diagonal blocks (ssyrk), which is the
- * same number of flops. */
-static void chunk_product(const float *x, int64_t m, int64_t cols, float *chunk)
+/* acc (upper triangle, cols x cols, double) += x^T x for x (m, cols), the
+ * product taken in float32 into chunk. The columns are split in halves A | B:
+ * slice 0 computes the off-diagonal block A^T B (sgemm), slice 1 the two
+ * diagonal blocks (ssyrk), the same number of flops; each slice then adds its
+ * own blocks into acc. */
+static void accumulate_chunk(const float *x, int64_t m, int64_t cols, float *chunk, double *acc)
 {
     const int64_t a = cols / 2, b = cols - a;
     #pragma omp parallel for schedule(static) if (m * cols * cols > 200000)
     for (int s = 0; s < 2; s++) {
         if (s == 0) {
-            if (a > 0)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)m, 1.0f, x, (int)cols,
-                            x + a, (int)cols, 0.0f, chunk + a, (int)cols);
+            if (a == 0) continue;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a, (int)b, (int)m, 1.0f, x, (int)cols, x + a,
+                        (int)cols, 0.0f, chunk + a, (int)cols);
+            for (int64_t i = 0; i < a; i++)
+                for (int64_t j = a; j < cols; j++) acc[i * cols + j] += (double)chunk[i * cols + j];
         } else {
             if (a > 0)
                 cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)a, (int)m, 1.0f, x, (int)cols, 0.0f, chunk,
                             (int)cols);
             cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)b, (int)m, 1.0f, x + a, (int)cols, 0.0f,
                         chunk + a * cols + a, (int)cols);
+            for (int64_t i = 0; i < cols; i++)
+                for (int64_t j = i; j < (i < a ? a : cols); j++) acc[i * cols + j] += (double)chunk[i * cols + j];
         }
     }
 }
@@ -70,16 +77,25 @@ ngq_status ngq_hessian_add(ngq_hessian *h, const float *x, int64_t n, ngq_error 
         if (!isfinite(x[i]))
             return ngq_fail(err, NGQ_ERR_NUMERIC, "Hessian input row %lld column %lld is %g",
                             (long long)(h->nsamples + i / cols), (long long)(i % cols), (double)x[i]);
-    for (int64_t r0 = 0; r0 < n; r0 += NGQ_HESSIAN_CHUNK_ROWS) {
-        int64_t m = n - r0 < NGQ_HESSIAN_CHUNK_ROWS ? n - r0 : NGQ_HESSIAN_CHUNK_ROWS;
-        chunk_product(x + r0 * cols, m, cols, h->chunk);
-        double *acc = h->h;
-        const float *c = h->chunk;
-        #pragma omp parallel for schedule(static) if (cols > 128)
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t j = i; j < cols; j++) acc[i * cols + j] += (double)c[i * cols + j];
-    }
     h->nsamples += n;
+    while (n > 0) {
+        if (h->npending == 0 && n >= NGQ_HESSIAN_CHUNK_ROWS) { /* a whole chunk in place */
+            accumulate_chunk(x, NGQ_HESSIAN_CHUNK_ROWS, cols, h->chunk, h->h);
+            x += NGQ_HESSIAN_CHUNK_ROWS * cols;
+            n -= NGQ_HESSIAN_CHUNK_ROWS;
+            continue;
+        }
+        int64_t take = NGQ_HESSIAN_CHUNK_ROWS - h->npending;
+        if (take > n) take = n;
+        memcpy(h->pending + h->npending * cols, x, (size_t)(take * cols) * sizeof *x);
+        h->npending += take;
+        x += take * cols;
+        n -= take;
+        if (h->npending == NGQ_HESSIAN_CHUNK_ROWS) {
+            accumulate_chunk(h->pending, h->npending, cols, h->chunk, h->h);
+            h->npending = 0;
+        }
+    }
     return NGQ_OK;
 }
 
@@ -88,6 +104,10 @@ ngq_status ngq_hessian_finalize(ngq_hessian *h, ngq_error *err)
     if (!h->h) return ngq_fail(err, NGQ_ERR_INTERNAL, "Hessian finalize before init");
     if (h->finalized) return ngq_fail(err, NGQ_ERR_INTERNAL, "Hessian finalized twice");
     if (h->nsamples == 0) return ngq_fail(err, NGQ_ERR_NUMERIC, "Hessian has no calibration rows");
+    if (h->npending > 0) {
+        accumulate_chunk(h->pending, h->npending, h->cols, h->chunk, h->h);
+        h->npending = 0;
+    }
     const int64_t cols = h->cols;
     const double scale = 2.0 / (double)h->nsamples;
     for (int64_t i = 0; i < cols; i++)

@@ -21,6 +21,9 @@ static ngq_status check_args(const ngq_qtensor *q, const float *x, int64_t n, co
     if (!q || !q->codes) return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: empty qtensor");
     if (n < 0) return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: n = %lld", (long long)n);
     if (n > 0 && (!x || !y)) return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: NULL input or output");
+    if (n > INT32_MAX || q->rows > INT32_MAX || q->cols > INT32_MAX)
+        return ngq_fail(err, NGQ_ERR_INTERNAL, "qmatmul: n = %lld with a [%lld, %lld] weight exceeds BLAS int sizes",
+                        (long long)n, (long long)q->rows, (long long)q->cols);
     return NGQ_OK;
 }
 
@@ -76,21 +79,24 @@ static inline float hsum256(__m256 s)
     return _mm_cvtss_f32(h);
 }
 
-/* 8 codes from column j as floats minus the zero point. */
-static inline __m256 decode8_q8(const uint8_t *row, int64_t j, __m256 vz)
+/* 16 codes from column j as floats minus the zero point, in the order of the
+ * vector input xv (for 8-bit: d0 codes j..j+7, d1 codes j+8..j+15). */
+static inline void decode16_q8(const uint8_t *row, int64_t j, __m256 vz, __m256 *d0, __m256 *d1)
 {
-    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(row + j));
-    return _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), vz);
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(row + j));
+    *d0 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), vz);
+    *d1 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b))), vz);
 }
 
-/* j even: 8 nibbles in 4 bytes, code j in the low nibble of the first byte. */
-static inline __m256 decode8_q4(const uint8_t *row, int64_t j, __m256 vz)
+/* 4-bit: the 8 bytes at column j (a multiple of 16) hold codes j+2k (low
+ * nibble of byte k) and j+2k+1 (high nibble): d0 gets the even codes
+ * j, j+2, .., j+14, d1 the odd ones, to be multiplied with the de-interleaved
+ * input (see deinterleave16). */
+static inline void decode16_q4(const uint8_t *row, int64_t j, __m256 vz, __m256 *d0, __m256 *d1)
 {
-    uint32_t v;
-    memcpy(&v, row + (j >> 1), sizeof v);
-    __m256i b = _mm256_srlv_epi32(_mm256_set1_epi32((int)v), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
-    b = _mm256_and_si256(b, _mm256_set1_epi32(15));
-    return _mm256_sub_ps(_mm256_cvtepi32_ps(b), vz);
+    __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(row + (j >> 1))));
+    *d0 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15))), vz);
+    *d1 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)), vz);
 }
 
 static inline float code_q8(const uint8_t *row, int64_t j)
@@ -103,12 +109,16 @@ static inline float code_q4(const uint8_t *row, int64_t j)
     return (float)((row[j >> 1] >> ((j & 1) * 4)) & 15);
 }
 
-/* One input row against weight row r, 4 partial accumulators per group:
+/* The fused kernels, for one format (DECODE16, CODE):
  *   out = sum_g scale_g * sum_{j in g} x_j (code_j - zero_g).
- * x (cols), row codes (row_bytes) -> out (1). Two inputs at once in
- * FUSED_PAIR: x0, x1 (cols each) -> out0, out1. */
-#define DEFINE_FUSED_KERNELS(NAME, DECODE8, CODE)                                                        \
-    static float fused_one_##NAME(const ngq_qtensor *q, int64_t r, const float *x)                      \
+ * Vector loads read the input as xv (x itself for 8-bit, its de-interleaved
+ * copy for 4-bit), scalar tails read x.
+ * fused_one: one input, weight row r: x (cols) -> out (1).
+ * fused_pair: two inputs, weight row r: x0, x1 (cols) -> out0, out1.
+ * fused_rows2: one input, weight rows r, r+1: x (cols) -> out0, out1.
+ * rows_fused: weight rows [r0, r1) against x (n, cols) -> y (n, rows). */
+#define DEFINE_FUSED_KERNELS(NAME, DECODE16, CODE)                                                       \
+    static float fused_one_##NAME(const ngq_qtensor *q, int64_t r, const float *x, const float *xv)    \
     {                                                                                                   \
         const uint8_t *row = q->codes + r * q->row_bytes;                                               \
         const int64_t gsize = q->cols / q->groups_per_row;                                             \
@@ -123,21 +133,29 @@ static inline float code_q4(const uint8_t *row, int64_t j)
             __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();                                  \
             float t = 0.0f;                                                                             \
             for (; j + 32 <= c1; j += 32) {                                                             \
-                a0 = _mm256_fmadd_ps(DECODE8(row, j, vz), _mm256_loadu_ps(x + j), a0);                  \
-                a1 = _mm256_fmadd_ps(DECODE8(row, j + 8, vz), _mm256_loadu_ps(x + j + 8), a1);          \
-                a2 = _mm256_fmadd_ps(DECODE8(row, j + 16, vz), _mm256_loadu_ps(x + j + 16), a2);        \
-                a3 = _mm256_fmadd_ps(DECODE8(row, j + 24, vz), _mm256_loadu_ps(x + j + 24), a3);        \
+                __m256 d0, d1, d2, d3;                                                                  \
+                DECODE16(row, j, vz, &d0, &d1);                                                         \
+                DECODE16(row, j + 16, vz, &d2, &d3);                                                    \
+                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(xv + j), a0);                                   \
+                a1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(xv + j + 8), a1);                               \
+                a2 = _mm256_fmadd_ps(d2, _mm256_loadu_ps(xv + j + 16), a2);                              \
+                a3 = _mm256_fmadd_ps(d3, _mm256_loadu_ps(xv + j + 24), a3);                              \
             }                                                                                           \
-            for (; j + 8 <= c1; j += 8) a0 = _mm256_fmadd_ps(DECODE8(row, j, vz), _mm256_loadu_ps(x + j), a0); \
-            for (; j < c1; j++) t += (CODE(row, j) - p.zero) * x[j];                                    \
+            for (; j + 16 <= c1; j += 16) {                                                             \
+                __m256 d0, d1;                                                                          \
+                DECODE16(row, j, vz, &d0, &d1);                                                         \
+                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(xv + j), a0);                                   \
+                a1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(xv + j + 8), a1);                               \
+            }                                                                                           \
+            for (; j < c1; j++) t += (CODE(row, j) - p.zero) * x[j];                           \
             __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));                     \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(p.scale), a, acc);                           \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(p.scale), a, acc);                                     \
             tail += p.scale * t;                                                                        \
         }                                                                                               \
         return hsum256(acc) + tail;                                                                     \
     }                                                                                                   \
     static void fused_pair_##NAME(const ngq_qtensor *q, int64_t r, const float *x0, const float *x1,    \
-                                  float *out0, float *out1)                                             \
+                                  const float *xv0, const float *xv1, float *out0, float *out1)         \
     {                                                                                                   \
         const uint8_t *row = q->codes + r * q->row_bytes;                                               \
         const int64_t gsize = q->cols / q->groups_per_row;                                             \
@@ -152,19 +170,15 @@ static inline float code_q4(const uint8_t *row, int64_t j)
             __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();                                  \
             float t0 = 0.0f, t1 = 0.0f;                                                                 \
             for (; j + 16 <= c1; j += 16) {                                                             \
-                __m256 d0 = DECODE8(row, j, vz), d1 = DECODE8(row, j + 8, vz);                          \
-                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x0 + j), a0);                                  \
-                a1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(x0 + j + 8), a1);                              \
-                b0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x1 + j), b0);                                  \
-                b1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(x1 + j + 8), b1);                              \
-            }                                                                                           \
-            for (; j + 8 <= c1; j += 8) {                                                               \
-                __m256 d0 = DECODE8(row, j, vz);                                                        \
-                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x0 + j), a0);                                  \
-                b0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(x1 + j), b0);                                  \
+                __m256 d0, d1;                                                                          \
+                DECODE16(row, j, vz, &d0, &d1);                                                         \
+                a0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(xv0 + j), a0);                                  \
+                a1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(xv0 + j + 8), a1);                              \
+                b0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(xv1 + j), b0);                                  \
+                b1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(xv1 + j + 8), b1);                              \
             }                                                                                           \
             for (; j < c1; j++) {                                                                       \
-                float cz = CODE(row, j) - p.zero;                                                       \
+                float cz = CODE(row, j) - p.zero;                                              \
                 t0 += cz * x0[j];                                                                       \
                 t1 += cz * x1[j];                                                                       \
             }                                                                                           \
@@ -177,28 +191,92 @@ static inline float code_q4(const uint8_t *row, int64_t j)
         *out0 = hsum256(acc0) + tail0;                                                                  \
         *out1 = hsum256(acc1) + tail1;                                                                  \
     }                                                                                                   \
-    static void row_fused_##NAME(const ngq_qtensor *q, int64_t r, const float *x, int64_t n,            \
-                                 const float *bias, float *y)                                           \
+    static void fused_rows2_##NAME(const ngq_qtensor *q, int64_t r, const float *x, const float *xv,    \
+                                   float *out0, float *out1)                                            \
     {                                                                                                   \
-        const float b = bias ? bias[r] : 0.0f;                                                          \
-        int64_t k = 0;                                                                                  \
-        for (; k + 2 <= n; k += 2) {                                                                    \
-            float o0, o1;                                                                               \
-            fused_pair_##NAME(q, r, x + k * q->cols, x + (k + 1) * q->cols, &o0, &o1);                  \
-            y[k * q->rows + r] = o0 + b;                                                                \
-            y[(k + 1) * q->rows + r] = o1 + b;                                                          \
+        const uint8_t *row0 = q->codes + r * q->row_bytes, *row1 = row0 + q->row_bytes;                 \
+        const int64_t gsize = q->cols / q->groups_per_row;                                             \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                  \
+        float tail0 = 0.0f, tail1 = 0.0f;                                                               \
+        for (int64_t g = 0; g < q->groups_per_row; g++) {                                               \
+            ngq_qparams p0 = ngq_qtensor_get_params(q, r, g), p1 = ngq_qtensor_get_params(q, r + 1, g); \
+            const __m256 vz0 = _mm256_set1_ps(p0.zero), vz1 = _mm256_set1_ps(p1.zero);                  \
+            const int64_t c1 = (g + 1) * gsize;                                                         \
+            int64_t j = g * gsize;                                                                      \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                  \
+            __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();                                  \
+            float t0 = 0.0f, t1 = 0.0f;                                                                 \
+            for (; j + 16 <= c1; j += 16) {                                                             \
+                const __m256 x0 = _mm256_loadu_ps(xv + j), x1 = _mm256_loadu_ps(xv + j + 8);              \
+                __m256 d0, d1, e0, e1;                                                                  \
+                DECODE16(row0, j, vz0, &d0, &d1);                                                       \
+                DECODE16(row1, j, vz1, &e0, &e1);                                                       \
+                a0 = _mm256_fmadd_ps(d0, x0, a0);                                                       \
+                a1 = _mm256_fmadd_ps(d1, x1, a1);                                                       \
+                b0 = _mm256_fmadd_ps(e0, x0, b0);                                                       \
+                b1 = _mm256_fmadd_ps(e1, x1, b1);                                                       \
+            }                                                                                           \
+            for (; j < c1; j++) {                                                                       \
+                t0 += (CODE(row0, j) - p0.zero) * x[j];                                        \
+                t1 += (CODE(row1, j) - p1.zero) * x[j];                                        \
+            }                                                                                           \
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(p0.scale), _mm256_add_ps(a0, a1), acc0);              \
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(p1.scale), _mm256_add_ps(b0, b1), acc1);              \
+            tail0 += p0.scale * t0;                                                                     \
+            tail1 += p1.scale * t1;                                                                     \
         }                                                                                               \
-        if (k < n) y[k * q->rows + r] = fused_one_##NAME(q, r, x + k * q->cols) + b;                    \
+        *out0 = hsum256(acc0) + tail0;                                                                  \
+        *out1 = hsum256(acc1) + tail1;                                                                  \
+    }                                                                                                   \
+    static void rows_fused_##NAME(const ngq_qtensor *q, int64_t r0, int64_t r1, const float *x,         \
+                                  const float *xv, int64_t n, const float *bias, float *y)              \
+    {                                                                                                   \
+        for (int64_t r = r0; r < r1; r++) {                                                             \
+            const float b = bias ? bias[r] : 0.0f;                                                      \
+            if (n == 1 && r + 1 < r1) {                                                                 \
+                float o0, o1;                                                                           \
+                fused_rows2_##NAME(q, r, x, xv, &o0, &o1);                                                  \
+                y[r] = o0 + b;                                                                          \
+                y[r + 1] = o1 + (bias ? bias[r + 1] : 0.0f);                                            \
+                r++;                                                                                    \
+                continue;                                                                               \
+            }                                                                                           \
+            int64_t k = 0;                                                                              \
+            for (; k + 2 <= n; k += 2) {                                                                \
+                float o0, o1;                                                                           \
+                fused_pair_##NAME(q, r, x + k * q->cols, x + (k + 1) * q->cols, xv + k * q->cols,       \
+                                  xv + (k + 1) * q->cols, &o0, &o1);                                    \
+                y[k * q->rows + r] = o0 + b;                                                            \
+                y[(k + 1) * q->rows + r] = o1 + b;                                                      \
+            }                                                                                           \
+            if (k < n) y[k * q->rows + r] = fused_one_##NAME(q, r, x + k * q->cols, xv + k * q->cols) + b; \
+        }                                                                                               \
     }
 
-DEFINE_FUSED_KERNELS(q8, decode8_q8, code_q8)
-DEFINE_FUSED_KERNELS(q4, decode8_q4, code_q4)
+DEFINE_FUSED_KERNELS(q8, decode16_q8, code_q8)
+DEFINE_FUSED_KERNELS(q4, decode16_q4, code_q4)
 #endif
+
+/* xd (cols) = x with each aligned run of 16 reordered as its 8 even then its
+ * 8 odd elements, the order decode16_q4 yields codes in; a tail of fewer than
+ * 16 is copied as is (the kernels read it from x). */
+static void deinterleave16(const float *x, int64_t cols, float *xd)
+{
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16)
+        for (int k = 0; k < 8; k++) {
+            xd[j + k] = x[j + 2 * k];
+            xd[j + 8 + k] = x[j + 2 * k + 1];
+        }
+    for (; j < cols; j++) xd[j] = x[j];
+}
 
 /* ---- the kernel table ------------------------------------------------------- */
 
-typedef void (*row_kernel_fn)(const ngq_qtensor *q, int64_t r, const float *x, int64_t n, const float *bias,
-                              float *y);
+/* Weight rows [r0, r1) against x (n, cols) -> y (n, rows); xv is x, or for
+ * 4-bit its de-interleaved copy. */
+typedef void (*row_kernel_fn)(const ngq_qtensor *q, int64_t r0, int64_t r1, const float *x, const float *xv,
+                              int64_t n, const float *bias, float *y);
 
 typedef struct {
     int bits;
@@ -215,16 +293,17 @@ typedef struct {
 static const qmatmul_kernel kernel_table[] = {
     {2, "row_generic", NULL},
     {3, "row_generic", NULL},
-    {4, "q4_avx2", FUSED(row_fused_q4)},
+    {4, "q4_avx2", FUSED(rows_fused_q4)},
     {5, "row_generic", NULL},
     {6, "row_generic", NULL},
     {7, "row_generic", NULL},
-    {8, "q8_avx2", FUSED(row_fused_q8)},
+    {8, "q8_avx2", FUSED(rows_fused_q8)},
 };
 _Static_assert(sizeof kernel_table / sizeof kernel_table[0] == NGQ_QUANT_MAX_BITS - NGQ_QUANT_MIN_BITS + 1,
                "one kernel entry per bit width");
-/* The fused kernels read 8 codes per vector: 8 bytes of 8-bit codes, 4 bytes of 4-bit codes. */
-_Static_assert(NGQ_QBLOCK_CODES == 8, "fused kernels decode one block of 8 codes per vector");
+/* The fused kernels decode 16 codes at a time: 16 bytes of 8-bit codes, or
+ * two 4-byte blocks of 4-bit codes. */
+_Static_assert(16 % NGQ_QBLOCK_CODES == 0, "16 codes are whole packed blocks");
 
 /* The fused kernel usable for q, or NULL. */
 static row_kernel_fn fused_kernel_for(const ngq_qtensor *q)
@@ -232,7 +311,7 @@ static row_kernel_fn fused_kernel_for(const ngq_qtensor *q)
     const qmatmul_kernel *k = &kernel_table[q->grid.bits - NGQ_QUANT_MIN_BITS];
     if (!k->fused || q->g_idx) return NULL;
     int64_t gsize = q->cols / q->groups_per_row;
-    if (q->grid.bits == 4 && gsize % 2 != 0) return NULL; /* groups must start on a byte */
+    if (q->grid.bits == 4 && q->groups_per_row > 1 && gsize % 16 != 0) return NULL; /* groups start on blocks */
     return k->fused;
 }
 
@@ -252,9 +331,19 @@ static ngq_status qmatmul_rows(const ngq_qtensor *q, const float *x, int64_t n, 
     row_kernel_fn fused = fused_kernel_for(q);
     const int64_t rows = q->rows, cols = q->cols;
     const int parallel = rows * cols * n > 32768;
-    if (fused) {
+    if (fused) { /* pairs of rows, so a pair never straddles two threads */
+        float *xd = NULL;
+        if (q->grid.bits == 4) {
+            xd = malloc((size_t)(n * cols) * sizeof *xd);
+            if (!xd) return ngq_fail(err, NGQ_ERR_NOMEM, "qmatmul: cannot allocate %lld floats", (long long)(n * cols));
+            for (int64_t k = 0; k < n; k++) deinterleave16(x + k * cols, cols, xd + k * cols);
+        }
+        const float *xv = xd ? xd : x;
+        const int64_t npairs = (rows + 1) / 2;
         #pragma omp parallel for schedule(static) if (parallel)
-        for (int64_t r = 0; r < rows; r++) fused(q, r, x, n, bias, y);
+        for (int64_t p = 0; p < npairs; p++)
+            fused(q, 2 * p, 2 * p + 2 < rows ? 2 * p + 2 : rows, x, xv, n, bias, y);
+        free(xd);
         return NGQ_OK;
     }
     int nomem = 0;

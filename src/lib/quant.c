@@ -665,7 +665,7 @@ ngq_status ngq_quant_rtn(const float *w, int64_t rows, int64_t cols, const ngq_q
      * message is the first failing row's, whatever the thread count. */
     int64_t first_bad = rows;
     int nomem = 0;
-    #pragma omp parallel reduction(min : first_bad) reduction(max : nomem)
+    #pragma omp parallel reduction(min : first_bad) reduction(max : nomem) if (rows * cols > 16384)
     {
         uint8_t *codes = malloc((size_t)cols);
         if (!codes) nomem = 1;
