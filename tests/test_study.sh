@@ -4,7 +4,8 @@
 #   2. a second run skips every step and rewrites nothing;
 #   3. touching the baseline checkpoint re-runs quantize, evaluate, figures and report only;
 #   4. an unfinished training run (last before max_steps) is resumed, not restarted;
-#   5. touching the config re-runs every step that reads it (all of them);
+#   5. touching the config re-runs nothing; changing an [eval] value re-runs evaluate, figures
+#      and report only; changing a [quantize] value re-runs quantize and what follows;
 #   6. a failing step stops the study, names the step and exits non-zero.
 # Usage: test_study.sh BUILD_DIR SOURCE_ROOT. Exit 77 (skipped) without the TinyStories corpus.
 set -euo pipefail
@@ -74,11 +75,23 @@ check "unfinished training is resumed" step_says "$TMP/log4" train resuming
 check "the resumed run reached max_steps" grep -q "step=30 " <("$BUILD/src/tools/evaluate" --config "$TMP/ci.ini" \
   --info "$TMP/run/checkpoints/last.safetensors")
 
-# 5. a newer config: every step reads it
+# 5. the config: its time stamp alone changes nothing; a changed value re-runs what reads it
 sleep 0.01
 touch "$TMP/ci.ini"
 check "run after touching the config succeeds" study "$TMP/log5"
-for s in "${all_steps[@]}"; do check "config touched: $s runs" step_says "$TMP/log5" "$s" running; done
+check "config touched: nothing runs" bash -c "! grep -E ': (running|resuming)' '$TMP/log5'"
+sed -i "s|^max_windows = 24|max_windows = 20|" "$TMP/ci.ini"
+check "run after changing [eval] max_windows succeeds" study "$TMP/log5b"
+for s in preprocess train "quantize naive:8:channel" "quantize gptq:4:channel" "quantize gptq:4:g16"; do
+  check "[eval] changed: $s skipped" step_says "$TMP/log5b" "$s" skipped
+done
+for s in evaluate figures report; do check "[eval] changed: $s runs" step_says "$TMP/log5b" "$s" running; done
+sed -i "s|^percdamp = .*|percdamp = 0.02|" "$TMP/ci.ini"
+check "run after changing [quantize] percdamp succeeds" study "$TMP/log5c"
+check "[quantize] changed: train skipped" step_says "$TMP/log5c" train skipped
+for s in "quantize gptq:4:channel" evaluate report; do
+  check "[quantize] changed: $s runs" step_says "$TMP/log5c" "$s" running
+done
 
 # 6. a failing step stops the study and names it (a damaged token file: newer than what
 #    made it, so preprocess is skipped, and evaluate is the first step that reads it)

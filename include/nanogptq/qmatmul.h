@@ -6,10 +6,13 @@
  * NGQ_QMATMUL_TILE_FLOATS floats).
  *
  * Kernels, chosen per call (see ngq_qmatmul_kernel_name):
- *   n < NGQ_QMATMUL_SMALL_N (token-by-token generation, memory bound):
+ *   n < NGQ_QMATMUL_SMALL_N (token-by-token generation):
  *     8-bit and 4-bit: fused AVX2+FMA kernels that decode codes in registers
  *       and accumulate sum_j x_j (code_j - zero) per group, times the group's
- *       scale (4-bit needs an even group size; otherwise the generic kernel);
+ *       scale (4-bit needs groups of a multiple of 16 codes and reads a
+ *       de-interleaved copy of x, even then odd elements of every 16; other
+ *       group sizes take the generic kernel); at n = 1 they take two weight
+ *       rows at a time;
  *     other widths, act-order g_idx, or a build without AVX2: the generic
  *       kernel dequantizes one row into a buffer and takes dot products.
  *   n >= NGQ_QMATMUL_SMALL_N (evaluation): every thread takes a static slice
