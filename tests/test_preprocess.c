@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +344,59 @@ static void test_token_file_rejects_truncated_and_foreign(void **state)
     free(path);
 }
 
+/* A vocabulary whose hash line does not match its entries is refused with
+ * both hashes named; the computed one is taken before the entries are freed. */
+static void test_vocab_hash_mismatch_names_both_hashes(void **state)
+{
+    (void)state;
+    const uint32_t cps[] = {0x61, 0x62};
+    ngq_vocab ref;
+    ngq_error err = {0};
+    assert_int_equal(ngq_vocab_from_codepoints(&ref, cps, 2, &err), NGQ_OK);
+    char actual[17];
+    snprintf(actual, sizeof actual, "%016" PRIx64, ref.hash);
+    ngq_vocab_free(&ref);
+
+    const char *text = "nanogptq-vocab 1\nsize 3\nunknown_id 2\nhash 0000000000000001\nid codepoint count\n"
+                       "0 U+0061 5\n1 U+0062 7\n";
+    ngq_vocab v;
+    assert_int_equal(ngq_vocab_parse(&v, text, strlen(text), "v.txt", &err), NGQ_ERR_FORMAT);
+    assert_contains(err.message, "hash 0000000000000001 does not match");
+    assert_contains(err.message, actual);
+    assert_null(v.codepoints);
+}
+
+/* Numbers too large for their field are refused, not wrapped: 2^32 + 2 must
+ * not read as 2, nor U+100000061 as U+0061. */
+static void test_vocab_rejects_numbers_that_do_not_fit(void **state)
+{
+    (void)state;
+    const uint32_t cps[] = {0x61, 0x62};
+    ngq_vocab v;
+    ngq_error err = {0};
+    assert_int_equal(ngq_vocab_from_codepoints(&v, cps, 2, &err), NGQ_OK);
+    uint64_t hash = v.hash;
+    ngq_vocab_free(&v);
+
+    const struct {
+        const char *counts, *entries;
+        ngq_status want;
+    } cases[] = {
+        {"size 3\nunknown_id 2", "0 U+0061 1\n1 U+0062 1\n", NGQ_OK},
+        {"size 4294967299\nunknown_id 4294967298", "0 U+0061 1\n1 U+0062 1\n", NGQ_ERR_FORMAT},
+        {"size 3\nunknown_id 4294967298", "0 U+0061 1\n1 U+0062 1\n", NGQ_ERR_FORMAT},
+        {"size 3\nunknown_id 2", "4294967296 U+0061 1\n1 U+0062 1\n", NGQ_ERR_FORMAT},
+        {"size 3\nunknown_id 2", "0 U+100000061 1\n1 U+0062 1\n", NGQ_ERR_FORMAT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "nanogptq-vocab 1\n%s\nhash %016" PRIx64 "\nid codepoint count\n%s",
+                 cases[i].counts, hash, cases[i].entries);
+        assert_int_equal(ngq_vocab_parse(&v, text, strlen(text), "v.txt", &err), cases[i].want);
+        if (cases[i].want == NGQ_OK) ngq_vocab_free(&v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +409,8 @@ int main(void)
         cmocka_unit_test(test_missing_input_named),
         cmocka_unit_test(test_encode_other_text),
         cmocka_unit_test(test_token_file_rejects_truncated_and_foreign),
+        cmocka_unit_test(test_vocab_hash_mismatch_names_both_hashes),
+        cmocka_unit_test(test_vocab_rejects_numbers_that_do_not_fit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

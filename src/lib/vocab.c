@@ -178,6 +178,9 @@ static int next_line(const char *text, size_t size, size_t *pos, char *line, siz
 ngq_status ngq_vocab_parse(ngq_vocab *vocab, const char *text, size_t size, const char *name, ngq_error *err)
 {
     memset(vocab, 0, sizeof *vocab);
+    /* Every numeric field has a width that keeps its value representable:
+     * sscanf's behaviour on a value that does not fit is undefined (glibc
+     * silently wraps "size 4294967299" to 3). */
     char line[256];
     size_t pos = 0;
     int lineno = 0, declared_size = 0, unknown_id = 0;
@@ -187,13 +190,13 @@ ngq_status ngq_vocab_parse(ngq_vocab *vocab, const char *text, size_t size, cons
         return ngq_fail(err, NGQ_ERR_FORMAT, "%s:1: not a nanogptq vocabulary (expected first line 'nanogptq-vocab 1')",
                         name);
     lineno = 1;
-    if (!next_line(text, size, &pos, line, sizeof line) || sscanf(line, "size %d%63s", &declared_size, rest) != 1 ||
+    if (!next_line(text, size, &pos, line, sizeof line) || sscanf(line, "size %9d%63s", &declared_size, rest) != 1 ||
         declared_size < 2 || declared_size > NGQ_VOCAB_MAX)
         return ngq_fail(err, NGQ_ERR_FORMAT, "%s:2: expected 'size N' with 2 <= N <= %d", name, NGQ_VOCAB_MAX);
-    if (!next_line(text, size, &pos, line, sizeof line) || sscanf(line, "unknown_id %d%63s", &unknown_id, rest) != 1 ||
+    if (!next_line(text, size, &pos, line, sizeof line) || sscanf(line, "unknown_id %9d%63s", &unknown_id, rest) != 1 ||
         unknown_id != declared_size - 1)
         return ngq_fail(err, NGQ_ERR_FORMAT, "%s:3: expected 'unknown_id %d'", name, declared_size - 1);
-    if (!next_line(text, size, &pos, line, sizeof line) || sscanf(line, "hash %" SCNx64 "%63s", &declared_hash, rest) != 1)
+    if (!next_line(text, size, &pos, line, sizeof line) || sscanf(line, "hash %16" SCNx64 "%63s", &declared_hash, rest) != 1)
         return ngq_fail(err, NGQ_ERR_FORMAT, "%s:4: expected 'hash HEX'", name);
     if (!next_line(text, size, &pos, line, sizeof line) || strcmp(line, "id codepoint count") != 0)
         return ngq_fail(err, NGQ_ERR_FORMAT, "%s:5: expected the column line 'id codepoint count'", name);
@@ -210,7 +213,7 @@ ngq_status ngq_vocab_parse(ngq_vocab *vocab, const char *text, size_t size, cons
             ngq_vocab_free(vocab);
             return ngq_fail(err, NGQ_ERR_FORMAT, "%s: truncated: %d of %d entries", name, i, n);
         }
-        if (sscanf(line, "%d U+%X %" SCNu64 "%63s", &id, &cp, &count, rest) != 3 || id != i || cp > 0x10FFFF ||
+        if (sscanf(line, "%9d U+%8X %19" SCNu64 "%63s", &id, &cp, &count, rest) != 3 || id != i || cp > 0x10FFFF ||
             (cp >= 0xD800 && cp <= 0xDFFF) || (i > 0 && cp <= vocab->codepoints[i - 1])) {
             ngq_vocab_free(vocab);
             return ngq_fail(err, NGQ_ERR_FORMAT,
@@ -225,9 +228,10 @@ ngq_status ngq_vocab_parse(ngq_vocab *vocab, const char *text, size_t size, cons
     }
     vocab->hash = codepoints_hash(vocab->codepoints, n);
     if (vocab->hash != declared_hash) {
+        uint64_t actual = vocab->hash;
         ngq_vocab_free(vocab);
         return ngq_fail(err, NGQ_ERR_FORMAT, "%s: hash %016" PRIx64 " does not match its entries (%016" PRIx64 "): corrupted",
-                        name, declared_hash, codepoints_hash(vocab->codepoints, n));
+                        name, declared_hash, actual);
     }
     return NGQ_OK;
 }
