@@ -176,6 +176,42 @@ static void test_long_line_rejected_and_list_continuation(void **state)
     ngq_config_list_free(items, n);
 }
 
+static void test_error_line_is_the_first_error(void **state)
+{
+    (void)state;
+    ngq_config cfg;
+    ngq_error err = {0};
+    /* a handler error on line 2 before a syntax error on line 4 */
+    assert_int_equal(load(&cfg, "[model]\nn_layers = 2\n\nbare words\n", &err), NGQ_ERR_CONFIG);
+    assert_contains(err.message, "test.ini:2: unknown key 'n_layers'");
+    /* a syntax error on line 2 before a handler error on line 5 */
+    assert_int_equal(load(&cfg, "[run]\nseed\n[model]\nn_layer = 2\nn_layers = 3\n", &err), NGQ_ERR_CONFIG);
+    assert_contains(err.message, "test.ini:2: syntax error");
+    /* a continuation line keeps counting */
+    assert_int_equal(load(&cfg, "[quantize]\nvariants = naive:8:channel,\n  gptq:4:g64\n[eval]\nstrid = 3\n", &err),
+                     NGQ_ERR_CONFIG);
+    assert_contains(err.message, "test.ini:5:");
+}
+
+static void test_values_that_would_not_survive_a_dump(void **state)
+{
+    (void)state;
+    ngq_config cfg;
+    ngq_error err = {0};
+    ngq_config_defaults(&cfg);
+    assert_int_equal(ngq_config_apply_override(&cfg, "sample.prompt=x\n[model]\nn_layer=1", &err), NGQ_ERR_CONFIG);
+    assert_contains(err.message, "line break");
+    char long_value[300];
+    memset(long_value, 'a', sizeof long_value);
+    memcpy(long_value, "paths.run_dir=", 14);
+    long_value[299] = '\0';
+    assert_int_equal(ngq_config_apply_override(&cfg, long_value, &err), NGQ_ERR_CONFIG);
+    assert_contains(err.message, "longer than 160");
+    assert_int_equal(ngq_config_apply_override(&cfg, "quantize.variants=naive:8:channel, #gptq:4:g64", &err),
+                     NGQ_ERR_CONFIG);
+    assert_contains(err.message, "comment character");
+}
+
 static void test_overrides(void **state)
 {
     (void)state;
@@ -304,6 +340,8 @@ int main(void)
         cmocka_unit_test(test_cross_key_rules_name_both_keys),
         cmocka_unit_test(test_syntax_error_and_duplicate),
         cmocka_unit_test(test_long_line_rejected_and_list_continuation),
+        cmocka_unit_test(test_error_line_is_the_first_error),
+        cmocka_unit_test(test_values_that_would_not_survive_a_dump),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_cli_file_then_sets_in_order),
         cmocka_unit_test(test_cli_errors),

@@ -17,6 +17,9 @@
 #include "nanogptq/common.h"
 
 #define NGQ_CONFIG_STRING_MAX 1024
+/* Longest text value (or list item): it must fit on one INI line when the
+ * effective configuration is written out. */
+#define NGQ_CONFIG_LINE_VALUE_MAX 160
 
 typedef char ngq_config_string[NGQ_CONFIG_STRING_MAX];
 

@@ -282,6 +282,11 @@ static ngq_status set_value(ngq_config *cfg, const key_spec *spec, const char *r
         return ngq_fail(err, NGQ_ERR_CONFIG, "[%s] %s: value longer than %d characters", spec->section,
                         spec->key, NGQ_CONFIG_STRING_MAX - 1);
     trim_copy(raw, value, sizeof value);
+    if (strpbrk(value, "\r\n"))
+        return ngq_fail(err, NGQ_ERR_CONFIG, "[%s] %s: the value contains a line break", spec->section, spec->key);
+    if ((spec->type == KEY_STRING || spec->type == KEY_ENUM) && strlen(value) > NGQ_CONFIG_LINE_VALUE_MAX)
+        return ngq_fail(err, NGQ_ERR_CONFIG, "[%s] %s: value longer than %d characters (one INI line)", spec->section,
+                        spec->key, NGQ_CONFIG_LINE_VALUE_MAX);
     void *dst = field_ptr(cfg, spec);
     char *end = NULL;
     switch (spec->type) {
@@ -337,6 +342,18 @@ static ngq_status set_value(ngq_config *cfg, const key_spec *spec, const char *r
         memcpy(dst, value, strlen(value) + 1);
         return NGQ_OK;
     case KEY_LIST: {
+        /* each item is written on a line of its own: it must fit and must not read as a comment */
+        for (const char *item = value; *item;) {
+            while (*item == ' ' || *item == '\t' || *item == ',') item++;
+            size_t len = strcspn(item, ",");
+            if (len && (*item == ';' || *item == '#'))
+                return ngq_fail(err, NGQ_ERR_CONFIG, "[%s] %s: item '%.*s' starts with a comment character",
+                                spec->section, spec->key, (int)len, item);
+            if (len > NGQ_CONFIG_LINE_VALUE_MAX)
+                return ngq_fail(err, NGQ_ERR_CONFIG, "[%s] %s: an item is longer than %d characters", spec->section,
+                                spec->key, NGQ_CONFIG_LINE_VALUE_MAX);
+            item += len;
+        }
         char *list = dst;
         if (append && list[0] && value[0]) {
             size_t have = strlen(list), add = strlen(value);
@@ -370,14 +387,31 @@ void ngq_config_defaults(ngq_config *cfg)
 typedef struct {
     ngq_config *cfg;
     ngq_error *err;
-    int failed;
+    int failed;      /* line of the first error the handler reported, 0 if none */
+    const char *next; /* the reader's position in the text */
+    int line;        /* the line the reader returned last */
     unsigned char seen[SCHEMA_COUNT];
 } parse_state;
+
+/* Hands inih one line at a time, so the handler knows which line it is on. */
+static char *read_line(char *buf, int size, void *stream)
+{
+    parse_state *ps = stream;
+    if (!*ps->next) return NULL;
+    const char *nl = strchr(ps->next, '\n');
+    size_t len = nl ? (size_t)(nl - ps->next) + 1 : strlen(ps->next);
+    if (len > (size_t)size - 1) len = (size_t)size - 1; /* cannot happen: long lines are refused first */
+    memcpy(buf, ps->next, len);
+    buf[len] = '\0';
+    ps->next += len;
+    ps->line++;
+    return buf;
+}
 
 static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
 {
     parse_state *ps = user;
-    if (ps->failed) return 1; /* report only the first error: its line is what inih returns */
+    if (ps->failed) return 1; /* report only the first error */
     char hint[128];
     if (!is_section(section)) {
         suggest_section(section, hint, sizeof hint);
@@ -385,24 +419,24 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
             ngq_fail(ps->err, NGQ_ERR_CONFIG, "key '%s' appears before any [section] header", name);
         else
             ngq_fail(ps->err, NGQ_ERR_CONFIG, "unknown section [%s]%s", section, hint);
-        ps->failed = 1;
+        ps->failed = ps->line;
         return 0;
     }
     const key_spec *spec = find_key(section, name);
     if (!spec) {
         suggest_key(section, name, hint, sizeof hint);
         ngq_fail(ps->err, NGQ_ERR_CONFIG, "unknown key '%s' in [%s]%s", name, section, hint);
-        ps->failed = 1;
+        ps->failed = ps->line;
         return 0;
     }
     size_t index = (size_t)(spec - SCHEMA);
     if (ps->seen[index] && spec->type != KEY_LIST) {
         ngq_fail(ps->err, NGQ_ERR_CONFIG, "[%s] %s is given more than once", section, name);
-        ps->failed = 1;
+        ps->failed = ps->line;
         return 0;
     }
     if (set_value(ps->cfg, spec, value, ps->seen[index], ps->err) != NGQ_OK) {
-        ps->failed = 1;
+        ps->failed = ps->line;
         return 0;
     }
     ps->seen[index] = 1;
@@ -429,12 +463,14 @@ ngq_status ngq_config_load_string(ngq_config *cfg, const char *text, const char 
     memset(&ps, 0, sizeof ps);
     ps.cfg = cfg;
     ps.err = err;
-    int rc = ini_parse_string(text, on_ini_entry, &ps);
+    ps.next = text;
+    int rc = ini_parse_stream(read_line, &ps, on_ini_entry, &ps);
     if (rc > 0) {
-        if (!ps.failed)
+        /* inih returns the first line with any error; ours is the handler's, unless a syntax error came first */
+        if (!ps.failed || rc < ps.failed)
             return ngq_fail(err, NGQ_ERR_CONFIG, "%s:%d: syntax error: expected '[section]' or 'key = value'", name,
                             rc);
-        return ngq_error_prefix(err, "%s:%d", name, rc);
+        return ngq_error_prefix(err, "%s:%d", name, ps.failed);
     }
     if (rc < 0) return ngq_fail(err, NGQ_ERR_NOMEM, "%s: out of memory while parsing", name);
     return NGQ_OK;
