@@ -307,6 +307,34 @@ static void test_shipped_configs_load(void **state)
     }
 }
 
+/* The README's configuration reference is the schema's, byte for byte. */
+static void test_readme_reference_is_current(void **state)
+{
+    (void)state;
+    const char *root = getenv("NGQ_SOURCE_ROOT");
+    if (!root) skip();
+    char path[1024];
+    snprintf(path, sizeof path, "%s/README.md", root);
+    char *readme;
+    size_t size;
+    ngq_error err = {0};
+    assert_int_equal(ngq_read_file(path, &readme, &size, &err), NGQ_OK);
+    const char *begin_marker = "<!-- config-reference:begin -->\n", *end_marker = "<!-- config-reference:end -->";
+    char *begin = strstr(readme, begin_marker), *end = strstr(readme, end_marker);
+    assert_non_null(begin);
+    assert_non_null(end);
+    begin += strlen(begin_marker);
+    char *expected = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&expected, &len);
+    ngq_config_write_reference(fp);
+    fclose(fp);
+    if ((size_t)(end - begin) != len || memcmp(begin, expected, len) != 0)
+        fail_msg("README.md's configuration reference is out of date: regenerate it with preprocess --help-config");
+    free(expected);
+    free(readme);
+}
+
 static void test_write_round_trips(void **state)
 {
     (void)state;
@@ -347,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_shipped_configs_load),
         cmocka_unit_test(test_write_round_trips),
+        cmocka_unit_test(test_readme_reference_is_current),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
