@@ -343,11 +343,13 @@ static void test_causality(void **state)
     ngq_model_init_weights(&model, &rng);
     assert_int_equal(ngq_activations_init(&acts, &cfg, 1, 8, NULL), NGQ_OK);
     uint16_t tokens[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, NULL, 1, 8, NULL, NULL, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, NULL, 1, 8, NULL, NULL, NULL),
+                     NGQ_OK);
     float before[8 * 11];
     memcpy(before, acts.logits, sizeof before);
     tokens[5] = 0;
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, NULL, 1, 8, NULL, NULL, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, NULL, 1, 8, NULL, NULL, NULL),
+                     NGQ_OK);
     assert_memory_equal(before, acts.logits, 5 * 11 * sizeof(float));
     assert_true(memcmp(before + 5 * 11, acts.logits + 5 * 11, 11 * sizeof(float)) != 0);
     ngq_activations_free(&acts);
@@ -376,7 +378,8 @@ static void test_dropout_modes(void **state)
     random_tokens(targets, 16, 11, 2);
     float eval, plain_loss, train_a, train_b, train_c;
     /* evaluation mode ignores dropout */
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, NULL, &eval, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, NULL, &eval, NULL),
+                     NGQ_OK);
     assert_int_equal(ngq_model_forward(&model_plain, &acts_plain, tokens, targets, 2, 8, NULL,
                                        &plain_loss, NULL), NGQ_OK);
     assert_true(eval == plain_loss);
@@ -386,13 +389,16 @@ static void test_dropout_modes(void **state)
     assert_true(train_a == eval);
     /* training: reproducible from (seed, step), different across steps */
     ngq_forward_mode mode = {.training = 1, .seed = 42, .step = 3};
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, &mode, &train_a, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, &mode, &train_a,
+                     NULL), NGQ_OK);
     assert_int_equal(acts.dropout_active, 1);
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, &mode, &train_b, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, &mode, &train_b,
+                     NULL), NGQ_OK);
     assert_true(train_a == train_b);
     assert_true(train_a != eval);
     mode.step = 4;
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, &mode, &train_c, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, &mode, &train_c,
+                     NULL), NGQ_OK);
     assert_true(train_c != train_a);
     /* a model without dropout never draws masks */
     assert_int_equal(ngq_model_forward(&model_plain, &acts_plain, tokens, targets, 2, 8, &mode,
@@ -518,7 +524,8 @@ static void test_backward_accumulates_and_scales(void **state)
     uint16_t tokens[16], targets[16];
     random_tokens(tokens, 16, 11, 1);
     random_tokens(targets, 16, 11, 2);
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, NULL, NULL, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, NULL, NULL, NULL),
+                     NGQ_OK);
     assert_int_equal(ngq_model_backward(&model, &acts, 1.0f, NULL), NGQ_OK);
     size_t n = model.param_count;
     float *once = malloc(n * sizeof(float));
@@ -528,12 +535,14 @@ static void test_backward_accumulates_and_scales(void **state)
     assert_true(norm > 0.0);
     /* a second backward adds the same gradient again */
     assert_int_equal(ngq_model_backward(&model, &acts, 1.0f, NULL), NGQ_OK);
-    for (size_t i = 0; i < n; i++) assert_true(fabs(model.grads[i] - 2.0f * once[i]) <= 1e-6f * (fabs(once[i]) + 1e-6f));
+    for (size_t i = 0; i < n; i++)
+        assert_true(fabs(model.grads[i] - 2.0f * once[i]) <= 1e-6f * (fabs(once[i]) + 1e-6f));
     /* loss_scale scales it */
     ngq_model_zero_grad(&model);
     for (size_t i = 0; i < n; i++) assert_true(model.grads[i] == 0.0f);
     assert_int_equal(ngq_model_backward(&model, &acts, 0.25f, NULL), NGQ_OK);
-    for (size_t i = 0; i < n; i++) assert_true(fabs(model.grads[i] - 0.25f * once[i]) <= 1e-6f * (fabs(once[i]) + 1e-6f));
+    for (size_t i = 0; i < n; i++)
+        assert_true(fabs(model.grads[i] - 0.25f * once[i]) <= 1e-6f * (fabs(once[i]) + 1e-6f));
     free(once);
     ngq_activations_free(&acts);
     ngq_model_free(&model);
@@ -560,7 +569,8 @@ static void run_step(int threads, float *loss, float *grads, float *logits)
     random_tokens(tokens, B * T, 50, 1);
     random_tokens(targets, B * T, 50, 2);
     ngq_forward_mode mode = {.training = 1, .seed = 5, .step = 1};
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, B, T, &mode, loss, NULL), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, B, T, &mode, loss, NULL),
+                     NGQ_OK);
     assert_int_equal(ngq_model_backward(&model, &acts, 1.0f, NULL), NGQ_OK);
     memcpy(grads, model.grads, model.param_count * sizeof(float));
     memcpy(logits, acts.logits, (size_t)B * T * 50 * sizeof(float));
@@ -613,11 +623,13 @@ static void test_forward_backward_errors(void **state)
     assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 9, NULL, NULL, &err),
                      NGQ_ERR_INTERNAL);
     /* backward without gradients, then without targets */
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, NULL, NULL, &err), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, targets, 2, 8, NULL, NULL, &err),
+                     NGQ_OK);
     assert_int_equal(ngq_model_backward(&model, &acts, 1.0f, &err), NGQ_ERR_INTERNAL);
     assert_non_null(strstr(err.message, "ngq_model_init_grads"));
     assert_int_equal(ngq_model_init_grads(&model, NULL), NGQ_OK);
-    assert_int_equal(ngq_model_forward(&model, &acts, tokens, NULL, 2, 8, NULL, NULL, &err), NGQ_OK);
+    assert_int_equal(ngq_model_forward(&model, &acts, tokens, NULL, 2, 8, NULL, NULL, &err),
+                     NGQ_OK);
     assert_int_equal(ngq_model_backward(&model, &acts, 1.0f, &err), NGQ_ERR_INTERNAL);
     assert_non_null(strstr(err.message, "targets"));
     /* activations for another configuration */

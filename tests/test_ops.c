@@ -93,8 +93,8 @@ static void check_gradient(const char *what, float *x, const float *g, size_t n,
         }
     }
     if (getenv("NGQ_TEST_VERBOSE"))
-        print_message("%-28s worst diff / allowed = %.3f (worst diff %.2g, largest gradient %.2g)\n",
-                      what, worst, worst_abs, largest);
+        print_message("%-28s worst diff / allowed = %.3f (worst diff %.2g, "
+                      "largest gradient %.2g)\n", what, worst, worst_abs, largest);
 }
 
 static void assert_close(const char *what, const float *a, const float *b, size_t n,
@@ -240,8 +240,10 @@ static void test_embedding_gradients(void **state)
     float *dwte = zero_floats((size_t)V * c.C), *dwpe = zero_floats((size_t)c.T * c.C);
     ngq_embedding_backward(dwte, dwpe, c.R, c.tokens, c.B, c.T, c.C);
     /* L is linear in the tables: differences are exact up to rounding. */
-    check_gradient("embedding dwte", c.wte, dwte, (size_t)V * c.C, embedding_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 1000, 1);
-    check_gradient("embedding dwpe", c.wpe, dwpe, (size_t)c.T * c.C, embedding_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 1000, 2);
+    check_gradient("embedding dwte", c.wte, dwte, (size_t)V * c.C, embedding_loss, &c, FD_EPS,
+                   FD_ATOL, FD_RTOL, 1000, 1);
+    check_gradient("embedding dwpe", c.wpe, dwpe, (size_t)c.T * c.C, embedding_loss, &c, FD_EPS,
+                   FD_ATOL, FD_RTOL, 1000, 2);
     free(c.wte), free(c.wpe), free(c.R), free(c.out), free(c.tokens), free(dwte), free(dwpe);
 }
 
@@ -277,9 +279,11 @@ static void run_layernorm_gradients(int with_bias)
     ngq_layernorm_backward(din, dw, db, c.R, c.inp, c.w, mean, rstd, c.N, c.C);
     check_gradient(with_bias ? "layernorm dinp (bias)" : "layernorm dinp", c.inp, din, NC,
                    layernorm_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 120, 1);
-    check_gradient("layernorm dweight", c.w, dw, (size_t)c.C, layernorm_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 100, 2);
+    check_gradient("layernorm dweight", c.w, dw, (size_t)c.C, layernorm_loss, &c, FD_EPS, FD_ATOL,
+                   FD_RTOL, 100, 2);
     if (with_bias)
-        check_gradient("layernorm dbias", c.b, db, (size_t)c.C, layernorm_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 100, 3);
+        check_gradient("layernorm dbias", c.b, db, (size_t)c.C, layernorm_loss, &c, FD_EPS,
+                       FD_ATOL, FD_RTOL, 100, 3);
     free(c.inp), free(c.w), free(c.b), free(c.R), free(c.out), free(mean), free(rstd), free(din),
         free(dw), free(db);
 }
@@ -338,11 +342,13 @@ static void run_linear_gradients(int with_bias)
     float *db = with_bias ? zero_floats((size_t)c.M) : NULL;
     ngq_linear_backward(din, dw, db, c.R, c.inp, c.w, c.N, c.K, c.M);
     /* L is bilinear: central differences are exact up to float rounding. */
-    check_gradient("linear dinp", c.inp, din, (size_t)c.N * c.K, linear_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 200, 1);
-    check_gradient("linear dweight", c.w, dw, (size_t)c.M * c.K, linear_loss, &c, FD_EPS, FD_ATOL, FD_RTOL, 200, 2);
+    check_gradient("linear dinp", c.inp, din, (size_t)c.N * c.K, linear_loss, &c, FD_EPS, FD_ATOL,
+                   FD_RTOL, 200, 1);
+    check_gradient("linear dweight", c.w, dw, (size_t)c.M * c.K, linear_loss, &c, FD_EPS, FD_ATOL,
+                   FD_RTOL, 200, 2);
     if (with_bias)
-        check_gradient("linear dbias", c.b, db, (size_t)c.M, linear_loss, &c, FD_EPS, FD_ATOL, FD_RTOL,
-                       200, 3);
+        check_gradient("linear dbias", c.b, db, (size_t)c.M, linear_loss, &c, FD_EPS, FD_ATOL,
+                       FD_RTOL, 200, 3);
     free(c.inp), free(c.w), free(c.b), free(c.R), free(c.out), free(din), free(dw), free(db);
 }
 
@@ -359,7 +365,8 @@ static void test_linear_gradients(void **state)
 static void test_linear_matches_reference(void **state)
 {
     (void)state;
-    const int shapes[][3] = {{300, 48, 144}, {3, 40, 200}, {1, 192, 768}, {257, 96, 88}, {64, 33, 17}};
+    const int shapes[][3] = {
+        {300, 48, 144}, {3, 40, 200}, {1, 192, 768}, {257, 96, 88}, {64, 33, 17}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int N = shapes[s][0], K = shapes[s][1], M = shapes[s][2];
         float *inp = random_floats((size_t)N * K, 1.0f, 10 + s);
@@ -389,9 +396,12 @@ static void test_linear_matches_reference(void **state)
         for (size_t i = 0; i < (size_t)N * M; i++) assert_true(g[i] == ngq_gelu_fast(pre[i]));
         /* backward, accumulating into nonzero buffers */
         float *dout = random_floats((size_t)N * M, 1.0f, 50 + s);
-        float *din_f = random_floats((size_t)N * K, 1.0f, 60), *din_r = random_floats((size_t)N * K, 1.0f, 60);
-        float *dw_f = random_floats((size_t)M * K, 1.0f, 61), *dw_r = random_floats((size_t)M * K, 1.0f, 61);
-        float *db_f = random_floats((size_t)M, 1.0f, 62), *db_r = random_floats((size_t)M, 1.0f, 62);
+        float *din_f = random_floats((size_t)N * K, 1.0f, 60);
+        float *din_r = random_floats((size_t)N * K, 1.0f, 60);
+        float *dw_f = random_floats((size_t)M * K, 1.0f, 61);
+        float *dw_r = random_floats((size_t)M * K, 1.0f, 61);
+        float *db_f = random_floats((size_t)M, 1.0f, 62);
+        float *db_r = random_floats((size_t)M, 1.0f, 62);
         ngq_linear_backward(din_f, dw_f, db_f, dout, inp, w, N, K, M);
         ngq_linear_backward_reference(din_r, dw_r, db_r, dout, inp, w, N, K, M);
         assert_close("linear dinp", din_f, din_r, (size_t)N * K, 2e-6 * M, 1e-5);
@@ -408,15 +418,17 @@ static void test_linear_backward_accumulates(void **state)
     const int N = 130, K = 24, M = 40;
     float *inp = random_floats((size_t)N * K, 1.0f, 1), *w = random_floats((size_t)M * K, 1.0f, 2);
     float *dout = random_floats((size_t)N * M, 1.0f, 3);
-    float *din1 = zero_floats((size_t)N * K), *dw1 = zero_floats((size_t)M * K), *db1 = zero_floats((size_t)M);
-    float *din2 = zero_floats((size_t)N * K), *dw2 = zero_floats((size_t)M * K), *db2 = zero_floats((size_t)M);
+    float *din1 = zero_floats((size_t)N * K), *din2 = zero_floats((size_t)N * K);
+    float *dw1 = zero_floats((size_t)M * K), *dw2 = zero_floats((size_t)M * K);
+    float *db1 = zero_floats((size_t)M), *db2 = zero_floats((size_t)M);
     ngq_linear_backward(din1, dw1, db1, dout, inp, w, N, K, M);
     ngq_linear_backward(din2, dw2, db2, dout, inp, w, N, K, M);
     ngq_linear_backward(din2, dw2, db2, dout, inp, w, N, K, M);
     for (size_t i = 0; i < (size_t)N * K; i++) assert_true(din2[i] == 2.0f * din1[i]);
     for (size_t i = 0; i < (size_t)M * K; i++) assert_true(dw2[i] == 2.0f * dw1[i]);
     for (size_t i = 0; i < (size_t)M; i++) assert_true(db2[i] == 2.0f * db1[i]);
-    free(inp), free(w), free(dout), free(din1), free(dw1), free(db1), free(din2), free(dw2), free(db2);
+    free(inp), free(w), free(dout), free(din1), free(dw1), free(db1), free(din2), free(dw2),
+         free(db2);
 }
 
 /* ---- attention --------------------------------------------------------------------- */
@@ -531,7 +543,8 @@ static void test_attention_cached(void **state)
                                      scratch, t, 1, C, NH);
         assert_close("cached, one token", step_out, out + (size_t)t * C, (size_t)C, 1e-6, 1e-5);
     }
-    free(qkv), free(out), free(att), free(cached), free(scratch), free(kc), free(vc), free(step_out);
+    free(qkv), free(out), free(att), free(cached), free(scratch), free(kc), free(vc),
+         free(step_out);
 }
 
 /* ---- gelu, residual, dropout, cross-entropy gradients ---------------------------------- */
@@ -643,7 +656,8 @@ static void test_cross_entropy_gradients(void **state)
     ce_loss(&c);
     float *dl = zero_floats((size_t)c.N * c.V);
     ngq_softmax_cross_entropy_backward(dl, c.probs, c.targets, 0.25f, c.N, c.V);
-    check_gradient("cross-entropy dlogits", c.logits, dl, (size_t)c.N * c.V, ce_loss, &c, FD_EPS, FD_ATOL_CE, FD_RTOL, 200, 1);
+    check_gradient("cross-entropy dlogits", c.logits, dl, (size_t)c.N * c.V, ce_loss, &c, FD_EPS,
+                   FD_ATOL_CE, FD_RTOL, 200, 1);
     free(c.logits), free(c.probs), free(c.losses), free(c.targets), free(dl);
 }
 
@@ -723,7 +737,7 @@ static void test_dropout_masks(void **state)
     free(a), free(b), free(m);
 }
 
-/* ---- thread-count independence ---------------------------------------------------------------- */
+/* ---- thread-count independence ------------------------------------------------------ */
 
 typedef struct {
     float *lin_out, *lin_din, *lin_dw, *lin_db;
@@ -755,8 +769,10 @@ static void run_ops_with_threads(int threads, thread_results *r)
     r->att_out = zero_floats((size_t)N * TC);
     r->att = zero_floats(TT);
     r->att_d = zero_floats((size_t)N * TM);
-    ngq_attention_forward(r->att_out, r->att, scratch, r->lin_out, mask, 1.0f / 0.9f, TB, TT_, TC, TNH);
-    ngq_attention_backward(r->att_d, scratch, x, r->lin_out, r->att, mask, 1.0f / 0.9f, TB, TT_, TC, TNH);
+    ngq_attention_forward(r->att_out, r->att, scratch, r->lin_out, mask, 1.0f / 0.9f, TB, TT_, TC,
+                          TNH);
+    ngq_attention_backward(r->att_d, scratch, x, r->lin_out, r->att, mask, 1.0f / 0.9f, TB, TT_,
+                           TC, TNH);
 
     float *mean = zero_floats(N), *rstd = zero_floats(N);
     r->ln_out = zero_floats((size_t)N * TC);

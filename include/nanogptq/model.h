@@ -81,7 +81,10 @@ typedef struct {
  * attn.c_attn.{weight,bias}, attn.c_proj.{weight,bias}, ln_2.{weight,bias},
  * mlp.c_fc.{weight,bias}, mlp.c_proj.{weight,bias} (biases only with
  * cfg->bias), ln_f.{weight,bias}, and lm_head.weight when untied. Offsets are
- * consecutive: the buffer has no padding. cfg must be valid. */
+ * consecutive: the buffer has no padding. ngq_model_tensor_count and
+ * ngq_model_param_count expect a valid cfg; ngq_model_tensor_info returns
+ * NGQ_ERR_CONFIG for an invalid cfg and NGQ_ERR_INTERNAL for an index outside
+ * [0, count). */
 int ngq_model_tensor_count(const ngq_model_config *cfg);
 ngq_status ngq_model_tensor_info(const ngq_model_config *cfg, int index, ngq_tensor_info *out,
                                  ngq_error *err);
@@ -181,7 +184,8 @@ typedef struct {
     /* Backward scratch (also the pre-dropout branch output in the forward). */
     float *d_residual, *d_ln, *d_branch, *d_atty, *d_qkv, *d_fch, *d_fch_gelu, *d_logits;
     float *att_scratch;         /* (B,NH,T,T) */
-    /* Storage. */
+    /* Storage: one allocation holding float_count floats followed by
+     * byte_count bytes; every pointer above points into it. */
     float *float_memory;
     uint8_t *byte_memory;
     size_t float_count, byte_count;

@@ -104,7 +104,8 @@ ngq_status ngq_model_config_validate(const ngq_model_config *cfg, ngq_error *err
         return ngq_fail(err, NGQ_ERR_CONFIG, "tie_embeddings = %d must be 0 or 1",
                         cfg->tie_embeddings);
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
-        return ngq_fail(err, NGQ_ERR_CONFIG, "dropout = %g must be in [0, 1)", (double)cfg->dropout);
+        return ngq_fail(err, NGQ_ERR_CONFIG, "dropout = %g must be in [0, 1)",
+                        (double)cfg->dropout);
     if (!(cfg->init_std > 0.0f && isfinite(cfg->init_std)))
         return ngq_fail(err, NGQ_ERR_CONFIG, "init_std = %g must be positive and finite",
                         (double)cfg->init_std);
@@ -145,7 +146,8 @@ static void set_info(ngq_tensor_info *out, ngq_tensor_kind kind, int layer, int 
     out->is_matrix = ndim == 2;
     out->is_block_linear = kind == NGQ_TENSOR_ATTN_C_ATTN_WEIGHT ||
                            kind == NGQ_TENSOR_ATTN_C_PROJ_WEIGHT ||
-                           kind == NGQ_TENSOR_MLP_C_FC_WEIGHT || kind == NGQ_TENSOR_MLP_C_PROJ_WEIGHT;
+                           kind == NGQ_TENSOR_MLP_C_FC_WEIGHT ||
+                           kind == NGQ_TENSOR_MLP_C_PROJ_WEIGHT;
 }
 
 ngq_status ngq_model_tensor_info(const ngq_model_config *cfg, int index, ngq_tensor_info *out,
@@ -281,6 +283,9 @@ ngq_status ngq_model_init(ngq_model *model, const ngq_model_config *cfg, ngq_err
 
 ngq_status ngq_model_init_grads(ngq_model *model, ngq_error *err)
 {
+    if (!model->params)
+        return ngq_fail(err, NGQ_ERR_INTERNAL, "gradients need an initialised model "
+                        "(ngq_model_init first)");
     if (model->grads) return NGQ_OK;
     model->grads = alloc_floats(model->param_count);
     model->g.blocks = calloc((size_t)model->config.n_layer, sizeof *model->g.blocks);
@@ -398,7 +403,8 @@ static void activations_layout(layout *lo, ngq_activations *a, const ngq_model_c
     const size_t C = (size_t)cfg->n_embd, V = (size_t)cfg->vocab_size;
     const size_t N = mul_checked(lo, (size_t)B, (size_t)T);
     const size_t NC = mul_checked(lo, N, C);
-    const size_t BHTT = mul_checked(lo, mul_checked(lo, (size_t)B * (size_t)cfg->n_head, (size_t)T), (size_t)T);
+    const size_t BH = mul_checked(lo, (size_t)B, (size_t)cfg->n_head);
+    const size_t BHTT = mul_checked(lo, mul_checked(lo, BH, (size_t)T), (size_t)T);
     const size_t NV = mul_checked(lo, N, V);
     const int masks = cfg->dropout > 0.0f;
     ngq_block_activations scratch_block;
@@ -455,7 +461,8 @@ static ngq_status check_batch_shape(const ngq_model_config *cfg, int B, int T, n
 
 size_t ngq_activations_bytes(const ngq_model_config *cfg, int B, int T)
 {
-    if (ngq_model_config_validate(cfg, NULL) != NGQ_OK || check_batch_shape(cfg, B, T, NULL) != NGQ_OK)
+    if (ngq_model_config_validate(cfg, NULL) != NGQ_OK ||
+        check_batch_shape(cfg, B, T, NULL) != NGQ_OK)
         return SIZE_MAX;
     layout lo = {0};
     ngq_activations a;
@@ -485,7 +492,7 @@ ngq_status ngq_activations_init(ngq_activations *acts, const ngq_model_config *c
     if (st != NGQ_OK) return st;
     layout lo = {0};
     activations_layout(&lo, acts, cfg, max_B, max_T);
-    if (lo.overflow || lo.floats > SIZE_MAX / sizeof(float) ||
+    if (lo.overflow || lo.floats > (SIZE_MAX - lo.bytes) / sizeof(float) ||
         (double)max_B * max_T > (double)INT32_MAX)
         return ngq_fail(err, NGQ_ERR_CONFIG, "activations for B = %d, T = %d do not fit in memory "
                         "addressing (n_layer = %d, n_embd = %d, n_head = %d)", max_B, max_T,
@@ -496,17 +503,21 @@ ngq_status ngq_activations_init(ngq_activations *acts, const ngq_model_config *c
     acts->float_count = lo.floats;
     acts->byte_count = lo.bytes;
     acts->blocks = calloc((size_t)cfg->n_layer, sizeof *acts->blocks);
-    acts->float_memory = alloc_floats(lo.floats);
-    void *bytes = NULL;
-    if (posix_memalign(&bytes, 64, lo.bytes ? lo.bytes : 64) != 0) bytes = NULL;
-    acts->byte_memory = bytes;
-    if (!acts->blocks || !acts->float_memory || !acts->byte_memory) {
-        size_t total = lo.floats * sizeof(float) + lo.bytes;
+    /* One allocation: the float arrays, then the byte arrays (masks, token
+     * copies). lo.floats is a multiple of 16, so the byte part stays 64-byte
+     * aligned. */
+    size_t total = lo.floats * sizeof(float) + lo.bytes;
+    void *memory = NULL;
+    if (posix_memalign(&memory, 64, total ? total : 64) != 0) memory = NULL;
+    if (!acts->blocks || !memory) {
+        free(memory);
         ngq_activations_free(acts);
         return ngq_fail(err, NGQ_ERR_NOMEM, "allocating activations for B = %d, T = %d: %zu bytes "
                         "(%.2f GiB)", max_B, max_T, total, (double)total / 1073741824.0);
     }
-    memset(acts->byte_memory, 0, lo.bytes);
+    memset(memory, 0, total);
+    acts->float_memory = memory;
+    acts->byte_memory = (uint8_t *)memory + lo.floats * sizeof(float);
     layout placed = {0};
     placed.fbase = acts->float_memory;
     placed.bbase = acts->byte_memory;
@@ -516,8 +527,7 @@ ngq_status ngq_activations_init(ngq_activations *acts, const ngq_model_config *c
 
 void ngq_activations_free(ngq_activations *acts)
 {
-    free(acts->float_memory);
-    free(acts->byte_memory);
+    free(acts->float_memory); /* byte_memory lives in the same allocation */
     free(acts->blocks);
     memset(acts, 0, sizeof *acts);
 }
@@ -609,8 +619,8 @@ ngq_status ngq_model_forward(const ngq_model *model, ngq_activations *acts,
         ngq_linear_forward(a->qkv, a->ln_1, w->attn_c_attn_weight, w->attn_c_attn_bias, N, C,
                            3 * C);
         if (dropout) {
-            ngq_dropout_fill_causal_mask(a->att_mask, B, NH, T, p,
-                                         ngq_dropout_key(seed, step, l, NGQ_DROPOUT_SITE_ATTENTION));
+            uint64_t key = ngq_dropout_key(seed, step, l, NGQ_DROPOUT_SITE_ATTENTION);
+            ngq_dropout_fill_causal_mask(a->att_mask, B, NH, T, p, key);
             ngq_attention_forward(a->atty, a->att, acts->att_scratch, a->qkv, a->att_mask, keep, B,
                                   T, C, NH);
             ngq_linear_forward(acts->d_branch, a->atty, w->attn_c_proj_weight, w->attn_c_proj_bias,

@@ -41,6 +41,42 @@ static size_t slice_begin(int index, int count, size_t n)
  * costs a few microseconds). */
 #define PARALLEL_MIN_WORK 16384
 
+/* ---- small deterministic reductions (8 lanes, fixed order) ----------------- */
+
+static inline float reduce_lanes(const float acc[8])
+{
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static inline float sum_f(const float *x, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += x[i + l];
+    float s = reduce_lanes(acc);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+static inline float dot_f(const float *x, const float *y, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
+    float s = reduce_lanes(acc);
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+static inline float max_f(const float *x, int n)
+{
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 /* ---- exp, erf, GELU ------------------------------------------------------ */
 
 #define EXP_LOWER -87.33654f /* ln(FLT_MIN): below this the result is flushed to 0 */
@@ -153,18 +189,20 @@ static inline __m256 exp_avx2(__m256 x)
     y = _mm256_add_ps(y, one);
     /* Lanes outside [EXP_LOWER, EXP_UPPER] get garbage exponents here and are
      * replaced below; NaN lanes stay NaN through y. */
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LOWER), _CMP_LT_OQ));
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, _mm256_set1_ps(EXP_UPPER), _CMP_GT_OQ));
-    return y;
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
+    __m256 below = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LOWER), _CMP_LT_OQ);
+    __m256 above = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_UPPER), _CMP_GT_OQ);
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), below);
+    return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), above);
 }
 
 static inline __m256 normal_cdf_avx2(__m256 x)
 {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 z = _mm256_mul_ps(_mm256_and_ps(x, abs_mask), _mm256_set1_ps(INV_SQRT2));
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.5f), z, _mm256_set1_ps(1.0f)));
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5f), z, one));
     __m256 q = _mm256_set1_ps(ERFC_Q9);
     q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(ERFC_Q8));
     q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(ERFC_Q7));
@@ -210,7 +248,8 @@ static void gelu_backward_span(float *dinp, const float *inp, const float *dout,
     size_t i = 0;
 #if NGQ_OPS_AVX2
     for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dout + i), gelu_grad_avx2(_mm256_loadu_ps(inp + i)));
+        __m256 grad = gelu_grad_avx2(_mm256_loadu_ps(inp + i));
+        __m256 g = _mm256_mul_ps(_mm256_loadu_ps(dout + i), grad);
         _mm256_storeu_ps(dinp + i, _mm256_add_ps(_mm256_loadu_ps(dinp + i), g));
     }
 #endif
@@ -232,49 +271,13 @@ static float exp_shift_sum(float *x, int n, float shift)
     }
     float lanes[8];
     _mm256_storeu_ps(lanes, acc);
-    sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    sum = reduce_lanes(lanes);
 #endif
     for (; i < n; i++) {
         x[i] = ngq_exp_fast(x[i] - shift);
         sum += x[i];
     }
     return sum;
-}
-
-/* ---- small deterministic reductions (8 lanes, fixed order) ----------------- */
-
-static inline float reduce_lanes(const float acc[8])
-{
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-static inline float sum_f(const float *x, int n)
-{
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += x[i + l];
-    float s = reduce_lanes(acc);
-    for (; i < n; i++) s += x[i];
-    return s;
-}
-
-static inline float dot_f(const float *x, const float *y, int n)
-{
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
-    float s = reduce_lanes(acc);
-    for (; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-
-static inline float max_f(const float *x, int n)
-{
-    float m = -INFINITY;
-    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
 }
 
 /* ---- embedding --------------------------------------------------------- */
@@ -613,10 +616,11 @@ void ngq_attention_forward(float *out, float *att, float *scratch, const float *
     const int hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t TT = (size_t)T * T;
-    const int pairs = B * NH;
+    const long pairs = (long)B * NH;
 #pragma omp parallel for schedule(static)
-    for (int p = 0; p < pairs; p++) {
-        int b = p / NH, h = p % NH;
+    for (long p = 0; p < pairs; p++) {
+        long b = p / NH;
+        int h = (int)(p % NH);
         const float *q = qkv + (size_t)b * T * 3 * C + (size_t)h * hs;
         attention_pair_forward(out + (size_t)b * T * C + (size_t)h * hs, att + (size_t)p * TT,
                                mask ? scratch + (size_t)p * TT : NULL, q, q + C, q + 2 * C,
@@ -677,10 +681,11 @@ void ngq_attention_backward(float *dqkv, float *scratch, const float *dout, cons
     const int hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t TT = (size_t)T * T;
-    const int pairs = B * NH;
+    const long pairs = (long)B * NH;
 #pragma omp parallel for schedule(static)
-    for (int p = 0; p < pairs; p++) {
-        int b = p / NH, h = p % NH;
+    for (long p = 0; p < pairs; p++) {
+        long b = p / NH;
+        int h = (int)(p % NH);
         size_t qoff = (size_t)b * T * 3 * C + (size_t)h * hs;
         attention_pair_backward(dqkv + qoff, scratch + (size_t)p * TT,
                                 dout + (size_t)b * T * C + (size_t)h * hs, qkv + qoff,
@@ -725,7 +730,8 @@ void ngq_gelu_forward(float *out, const float *inp, size_t n)
     size_t chunks = (n + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (size_t ch = 0; ch < chunks; ch++) {
-        size_t a = ch * ELEMENTWISE_CHUNK, e = a + ELEMENTWISE_CHUNK < n ? a + ELEMENTWISE_CHUNK : n;
+        size_t a = ch * ELEMENTWISE_CHUNK;
+        size_t e = a + ELEMENTWISE_CHUNK < n ? a + ELEMENTWISE_CHUNK : n;
         gelu_span(out + a, inp + a, e - a);
     }
 }
@@ -735,7 +741,8 @@ void ngq_gelu_backward(float *dinp, const float *inp, const float *dout, size_t 
     size_t chunks = (n + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (size_t ch = 0; ch < chunks; ch++) {
-        size_t a = ch * ELEMENTWISE_CHUNK, e = a + ELEMENTWISE_CHUNK < n ? a + ELEMENTWISE_CHUNK : n;
+        size_t a = ch * ELEMENTWISE_CHUNK;
+        size_t e = a + ELEMENTWISE_CHUNK < n ? a + ELEMENTWISE_CHUNK : n;
         gelu_backward_span(dinp + a, inp + a, dout + a, e - a);
     }
 }
@@ -796,7 +803,8 @@ void ngq_dropout_fill_mask(uint8_t *mask, size_t rows, size_t row_len, float p, 
 {
     uint32_t threshold = dropout_threshold(p);
 #pragma omp parallel for schedule(static) if (rows * row_len > PARALLEL_MIN_WORK)
-    for (size_t r = 0; r < rows; r++) dropout_fill_row(mask + r * row_len, row_len, threshold, key, r);
+    for (size_t r = 0; r < rows; r++)
+        dropout_fill_row(mask + r * row_len, row_len, threshold, key, r);
 }
 
 void ngq_dropout_fill_causal_mask(uint8_t *mask, int B, int NH, int T, float p, uint64_t key)
