@@ -313,6 +313,47 @@ static void add_into(float *x, const float *y, size_t n)
     ngq_residual_forward(x, x, y, n);
 }
 
+/* Buffers of one forward over n rows. */
+typedef struct {
+    float *x, *ln, *qkv, *atty, *tmp, *fch;
+} row_buffers;
+
+/* The attention step of block l: qkv (n, 3C) -> atty (n, C). Windows attend
+ * within each sequence; a session attends over its KV cache. */
+typedef void (*attention_step)(void *ctx, int layer, const float *qkv, float *atty, int n);
+
+/* Runs every block on buf->x (n rows) in place. */
+static ngq_status run_blocks(const ngq_infer *m, const row_buffers *buf, int n, attention_step attend, void *ctx,
+                             ngq_error *err)
+{
+    const ngq_model_config *c = &m->cfg;
+    const int C = c->n_embd;
+    ngq_status st;
+    for (int l = 0; l < c->n_layer; l++) {
+        const block_weights *b = &m->blocks[l];
+        ngq_layernorm_forward(buf->ln, NULL, NULL, buf->x, b->ln_1_w.fp, b->ln_1_b.fp, n, C);
+        if ((st = linear(&b->c_attn_w, &b->c_attn_b, buf->ln, n, C, 3 * C, buf->qkv, err))) return st;
+        attend(ctx, l, buf->qkv, buf->atty, n);
+        if ((st = linear(&b->attn_proj_w, &b->attn_proj_b, buf->atty, n, C, C, buf->tmp, err))) return st;
+        add_into(buf->x, buf->tmp, (size_t)n * C);
+        ngq_layernorm_forward(buf->ln, NULL, NULL, buf->x, b->ln_2_w.fp, b->ln_2_b.fp, n, C);
+        if ((st = linear(&b->c_fc_w, &b->c_fc_b, buf->ln, n, C, 4 * C, buf->fch, err))) return st;
+        ngq_gelu_forward(buf->fch, buf->fch, (size_t)n * 4 * C);
+        if ((st = linear(&b->mlp_proj_w, &b->mlp_proj_b, buf->fch, n, 4 * C, C, buf->tmp, err))) return st;
+        add_into(buf->x, buf->tmp, (size_t)n * C);
+    }
+    return NGQ_OK;
+}
+
+/* ln_f, then the LM head: x (n, C) -> logits (n, V). ln is scratch (n, C). */
+static ngq_status head(const ngq_infer *m, const float *x, float *ln, int n, float *logits, ngq_error *err)
+{
+    const int C = m->cfg.n_embd;
+    ngq_layernorm_forward(ln, NULL, NULL, x, m->ln_f_w.fp, m->ln_f_b.fp, n, C);
+    weight none = {NULL, NULL};
+    return linear(&m->lm_head, &none, ln, n, C, m->cfg.vocab_size, logits, err);
+}
+
 /* ---- windows ----------------------------------------------------------------- */
 
 struct ngq_infer_workspace {
@@ -375,27 +416,19 @@ static ngq_status check_tokens(const ngq_infer *m, const uint16_t *tokens, size_
     return NGQ_OK;
 }
 
-/* Runs the blocks on x (n rows) in place. For windows: B sequences of T
- * positions, causal attention over each. */
-static ngq_status run_blocks_windows(const ngq_infer *m, ngq_infer_workspace *ws, int B, int T, ngq_error *err)
+typedef struct {
+    const ngq_infer *m;
+    ngq_infer_workspace *ws;
+    int B, T;
+} window_attention;
+
+/* Causal attention within each of the B sequences of T rows. */
+static void attend_windows(void *ctx, int layer, const float *qkv, float *atty, int n)
 {
-    const ngq_model_config *c = &m->cfg;
-    const int C = c->n_embd, N = B * T;
-    ngq_status st;
-    for (int l = 0; l < c->n_layer; l++) {
-        const block_weights *b = &m->blocks[l];
-        ngq_layernorm_forward(ws->ln, NULL, NULL, ws->x, b->ln_1_w.fp, b->ln_1_b.fp, N, C);
-        if ((st = linear(&b->c_attn_w, &b->c_attn_b, ws->ln, N, C, 3 * C, ws->qkv, err))) return st;
-        ngq_attention_forward(ws->atty, ws->att, NULL, ws->qkv, NULL, 1.0f, B, T, C, c->n_head);
-        if ((st = linear(&b->attn_proj_w, &b->attn_proj_b, ws->atty, N, C, C, ws->tmp, err))) return st;
-        add_into(ws->x, ws->tmp, (size_t)N * C);
-        ngq_layernorm_forward(ws->ln, NULL, NULL, ws->x, b->ln_2_w.fp, b->ln_2_b.fp, N, C);
-        if ((st = linear(&b->c_fc_w, &b->c_fc_b, ws->ln, N, C, 4 * C, ws->fch, err))) return st;
-        ngq_gelu_forward(ws->fch, ws->fch, (size_t)N * 4 * C);
-        if ((st = linear(&b->mlp_proj_w, &b->mlp_proj_b, ws->fch, N, 4 * C, C, ws->tmp, err))) return st;
-        add_into(ws->x, ws->tmp, (size_t)N * C);
-    }
-    return NGQ_OK;
+    (void)layer;
+    (void)n;
+    const window_attention *w = ctx;
+    ngq_attention_forward(atty, w->ws->att, NULL, qkv, NULL, 1.0f, w->B, w->T, w->m->cfg.n_embd, w->m->cfg.n_head);
 }
 
 ngq_status ngq_infer_forward(const ngq_infer *m, ngq_infer_workspace *ws, const uint16_t *tokens, int B, int T,
@@ -406,13 +439,12 @@ ngq_status ngq_infer_forward(const ngq_infer *m, ngq_infer_workspace *ws, const 
                         ws->max_T);
     ngq_status st = check_tokens(m, tokens, (size_t)B * T, err);
     if (st) return st;
-    const ngq_model_config *c = &m->cfg;
-    const int C = c->n_embd, N = B * T;
+    const int N = B * T;
     embed(m, tokens, N, 0, T, ws->x, ws->row);
-    if ((st = run_blocks_windows(m, ws, B, T, err))) return st;
-    ngq_layernorm_forward(ws->ln, NULL, NULL, ws->x, m->ln_f_w.fp, m->ln_f_b.fp, N, C);
-    weight none = {NULL, NULL};
-    if ((st = linear(&m->lm_head, &none, ws->ln, N, C, c->vocab_size, ws->logits, err))) return st;
+    row_buffers buf = {ws->x, ws->ln, ws->qkv, ws->atty, ws->tmp, ws->fch};
+    window_attention ctx = {m, ws, B, T};
+    if ((st = run_blocks(m, &buf, N, attend_windows, &ctx, err)) || (st = head(m, ws->x, ws->ln, N, ws->logits, err)))
+        return st;
     *logits = ws->logits;
     return NGQ_OK;
 }
@@ -481,39 +513,34 @@ void ngq_infer_session_reset(ngq_infer_session *s) { s->len = 0; }
 
 int ngq_infer_session_length(const ngq_infer_session *s) { return s->len; }
 
-/* Runs n tokens (all fitting: len + n <= block_size) through the model. */
+/* Appends the new rows' keys and values to layer l's cache, then attends
+ * over positions 0 .. len + n - 1. */
+static void attend_cached(void *ctx, int layer, const float *qkv, float *atty, int n)
+{
+    ngq_infer_session *s = ctx;
+    const ngq_model_config *c = &s->m->cfg;
+    const int C = c->n_embd, T = c->block_size, pos0 = s->len;
+    float *kc = s->k + (size_t)layer * T * C, *vc = s->v + (size_t)layer * T * C;
+    for (int i = 0; i < n; i++) {
+        memcpy(kc + (size_t)(pos0 + i) * C, qkv + (size_t)i * 3 * C + C, (size_t)C * sizeof(float));
+        memcpy(vc + (size_t)(pos0 + i) * C, qkv + (size_t)i * 3 * C + 2 * C, (size_t)C * sizeof(float));
+    }
+    ngq_attention_forward_cached(atty, qkv, 3 * C, kc, C, vc, C, s->scratch, pos0, n, C, c->n_head);
+}
+
+/* Runs n tokens (all fitting: len + n <= block_size) through the model and
+ * leaves the logits of the last one in s->logits. */
 static ngq_status session_run(ngq_infer_session *s, const uint16_t *tokens, int n, ngq_error *err)
 {
     const ngq_infer *m = s->m;
-    const ngq_model_config *c = &m->cfg;
-    const int C = c->n_embd, T = c->block_size, pos0 = s->len;
-    ngq_status st;
-    embed(m, tokens, n, pos0, 0, s->x, s->row);
-    for (int l = 0; l < c->n_layer; l++) {
-        const block_weights *b = &m->blocks[l];
-        float *kc = s->k + (size_t)l * T * C, *vc = s->v + (size_t)l * T * C;
-        ngq_layernorm_forward(s->ln, NULL, NULL, s->x, b->ln_1_w.fp, b->ln_1_b.fp, n, C);
-        if ((st = linear(&b->c_attn_w, &b->c_attn_b, s->ln, n, C, 3 * C, s->qkv, err))) return st;
-        for (int i = 0; i < n; i++) {
-            memcpy(kc + (size_t)(pos0 + i) * C, s->qkv + (size_t)i * 3 * C + C, (size_t)C * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + i) * C, s->qkv + (size_t)i * 3 * C + 2 * C, (size_t)C * sizeof(float));
-        }
-        ngq_attention_forward_cached(s->atty, s->qkv, 3 * C, kc, C, vc, C, s->scratch, pos0, n, C, c->n_head);
-        if ((st = linear(&b->attn_proj_w, &b->attn_proj_b, s->atty, n, C, C, s->tmp, err))) return st;
-        add_into(s->x, s->tmp, (size_t)n * C);
-        ngq_layernorm_forward(s->ln, NULL, NULL, s->x, b->ln_2_w.fp, b->ln_2_b.fp, n, C);
-        if ((st = linear(&b->c_fc_w, &b->c_fc_b, s->ln, n, C, 4 * C, s->fch, err))) return st;
-        ngq_gelu_forward(s->fch, s->fch, (size_t)n * 4 * C);
-        if ((st = linear(&b->mlp_proj_w, &b->mlp_proj_b, s->fch, n, 4 * C, C, s->tmp, err))) return st;
-        add_into(s->x, s->tmp, (size_t)n * C);
-    }
-    memcpy(s->context + pos0, tokens, (size_t)n * sizeof *tokens);
+    const int C = m->cfg.n_embd;
+    embed(m, tokens, n, s->len, 0, s->x, s->row);
+    row_buffers buf = {s->x, s->ln, s->qkv, s->atty, s->tmp, s->fch};
+    ngq_status st = run_blocks(m, &buf, n, attend_cached, s, err);
+    if (st) return st;
+    memcpy(s->context + s->len, tokens, (size_t)n * sizeof *tokens);
     s->len += n;
-    /* logits of the last position only */
-    const float *last = s->x + (size_t)(n - 1) * C;
-    ngq_layernorm_forward(s->ln, NULL, NULL, last, m->ln_f_w.fp, m->ln_f_b.fp, 1, C);
-    weight none = {NULL, NULL};
-    return linear(&m->lm_head, &none, s->ln, 1, C, c->vocab_size, s->logits, err);
+    return head(m, s->x + (size_t)(n - 1) * C, s->ln, 1, s->logits, err);
 }
 
 ngq_status ngq_infer_session_feed(ngq_infer_session *s, const uint16_t *tokens, int n, const float **logits,
