@@ -13,10 +13,7 @@
 #include "nanogptq/cli.h"
 #include "nanogptq/config.h"
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) fail_msg("expected \"%s\" in message \"%s\"", needle, haystack);
-}
+#include "test_util.h"
 
 static ngq_status load(ngq_config *cfg, const char *text, ngq_error *err)
 {

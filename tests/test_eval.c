@@ -25,26 +25,20 @@
 #include "nanogptq/rng.h"
 #include "nanogptq/table.h"
 
-static char tmpdir[256];
+#include "test_util.h"
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
-}
+static char tmpdir[256];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ngq_test_eval_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_make_tmpdir(tmpdir, sizeof tmpdir, "ngq_test_eval");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_remove_tree(tmpdir);
 }
 
 /* ---- planner ------------------------------------------------------------------ */

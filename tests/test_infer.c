@@ -20,20 +20,16 @@
 #include "nanogptq/safetensors.h"
 #include "nanogptq/train.h"
 
+#include "test_util.h"
+
 static char tmpdir[256];
 static ngq_config cfg; /* tiny model trained once in setup */
 static char *baseline;
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) fail_msg("expected \"%s\" in message \"%s\"", needle, haystack);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ngq_test_infer_XXXXXX");
-    if (!mkdtemp(tmpdir)) return -1;
+    if (test_make_tmpdir(tmpdir, sizeof tmpdir, "ngq_test_infer")) return -1;
     char *path = ngq_path_join(tmpdir, "corpus.txt");
     FILE *fp = fopen(path, "w");
     for (int i = 0; i < 200; i++)
@@ -78,9 +74,7 @@ static int teardown(void **state)
 {
     (void)state;
     free(baseline);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_remove_tree(tmpdir);
 }
 
 static void fill_tokens(uint16_t *t, int n, int V, unsigned seed)

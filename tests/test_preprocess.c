@@ -16,39 +16,25 @@
 #include "nanogptq/tokens.h"
 #include "nanogptq/vocab.h"
 
-static char tmpdir[256];
+#include "test_util.h"
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) fail_msg("expected \"%s\" in message \"%s\"", needle, haystack);
-}
+static char tmpdir[256];
 
 static char *tmp_path(const char *name)
 {
     return ngq_path_join(tmpdir, name);
 }
 
-static void write_text(const char *path, const char *text, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(text, 1, len, fp), len);
-    fclose(fp);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ngq_test_pre_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_make_tmpdir(tmpdir, sizeof tmpdir, "ngq_test_pre");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_remove_tree(tmpdir);
 }
 
 /* Twenty stories; story i is "Story i: ...\n<|endoftext|>\n". Story 19 holds
@@ -150,7 +136,7 @@ static void test_preprocess_splits_vocab_unknowns(void **state)
     size_t len;
     char *corpus = make_corpus(&len);
     char *path = tmp_path("corpus.txt");
-    write_text(path, corpus, len);
+    test_write_file(path, corpus, len);
     ngq_config cfg;
     configure(&cfg, path, 0.1, 0.1);
     ngq_preprocess_stats stats;
@@ -246,7 +232,7 @@ static void test_invalid_utf8_names_file_and_offset(void **state)
     (void)state;
     char *path = tmp_path("bad.txt");
     const char text[] = "Once upon a time\n<|endoftext|>\nab\xFF" "cd\n";
-    write_text(path, text, sizeof text - 1);
+    test_write_file(path, text, sizeof text - 1);
     ngq_config cfg;
     configure(&cfg, path, 0.0, 0.0);
     ngq_preprocess_stats stats;
@@ -274,14 +260,14 @@ static void test_encode_other_text(void **state)
     size_t len;
     char *corpus = make_corpus(&len);
     char *path = tmp_path("corpus2.txt");
-    write_text(path, corpus, len);
+    test_write_file(path, corpus, len);
     ngq_config cfg;
     configure(&cfg, path, 0.1, 0.1);
     ngq_preprocess_stats stats;
     ngq_error err = {0};
     assert_int_equal(ngq_preprocess_run(&cfg, &stats, &err), NGQ_OK);
     char *mine = tmp_path("mine.txt");
-    write_text(mine, "The cat sat. Zq!", 16);
+    test_write_file(mine, "The cat sat. Zq!", 16);
     char *out = tmp_path("mine.tok");
     char *vpath = ngq_config_data_path(&cfg, "vocab.txt");
     ngq_split_stats es;

@@ -19,18 +19,14 @@
 #include "nanogptq/preprocess.h"
 #include "nanogptq/train.h"
 
-static char tmpdir[256];
+#include "test_util.h"
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) fail_msg("expected \"%s\" in message \"%s\"", needle, haystack);
-}
+static char tmpdir[256];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ngq_test_train_XXXXXX");
-    if (!mkdtemp(tmpdir)) return -1;
+    if (test_make_tmpdir(tmpdir, sizeof tmpdir, "ngq_test_train")) return -1;
     /* a small corpus with learnable structure */
     char *path = ngq_path_join(tmpdir, "corpus.txt");
     FILE *fp = fopen(path, "w");
@@ -47,9 +43,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_remove_tree(tmpdir);
 }
 
 static void tiny_config(ngq_config *cfg, const char *run)
@@ -81,18 +75,6 @@ static void tiny_config(ngq_config *cfg, const char *run)
 static char *run_file(const ngq_config *cfg, const char *name)
 {
     return ngq_strdup_printf("%s/%s", cfg->paths.run_dir, name);
-}
-
-static int files_equal(const char *a, const char *b)
-{
-    char *da, *db;
-    size_t na, nb;
-    ngq_error err = {0};
-    if (ngq_read_file(a, &da, &na, &err) || ngq_read_file(b, &db, &nb, &err)) return 0;
-    int same = na == nb && memcmp(da, db, na) == 0;
-    free(da);
-    free(db);
-    return same;
 }
 
 static void test_val_offsets(void **state)
@@ -205,7 +187,7 @@ static void test_train_deterministic_and_resume_bit_exact(void **state)
                            "checkpoints/last.state.safetensors"};
     for (int i = 0; i < 3; i++) {
         char *fa = run_file(&a, files[i]), *fb = run_file(&b, files[i]);
-        if (!files_equal(fa, fb)) fail_msg("%s differs between one run and stop+resume", files[i]);
+        if (!test_files_equal(fa, fb)) fail_msg("%s differs between one run and stop+resume", files[i]);
         free(fa);
         free(fb);
     }
@@ -244,7 +226,7 @@ static void test_train_deterministic_and_resume_bit_exact(void **state)
     assert_int_equal(ngq_train_run(&c, &plain, &rc, &err), NGQ_OK);
     ngq_runtime_setup(&a);
     char *fa = run_file(&a, files[0]), *fc = run_file(&c, files[0]);
-    assert_true(files_equal(fa, fc));
+    assert_true(test_files_equal(fa, fc));
     free(fa);
     free(fc);
 }
