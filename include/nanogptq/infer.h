@@ -62,6 +62,9 @@ void ngq_infer_session_free(ngq_infer_session *s);
 /* Forgets the sequence (keeps the memory). */
 void ngq_infer_session_reset(ngq_infer_session *s);
 
+/* Feeds of at most this many tokens run on the calling thread alone. */
+#define NGQ_INFER_SERIAL_TOKENS 8
+
 /* Appends n >= 1 tokens to the sequence and returns the logits (V) that
  * predict the token after the last one, valid until the next call. Position
  * embeddings are absolute, so when the sequence would pass block_size the

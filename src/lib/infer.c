@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -543,35 +544,48 @@ static ngq_status session_run(ngq_infer_session *s, const uint16_t *tokens, int 
     return head(m, s->x + (size_t)(n - 1) * C, s->ln, 1, s->logits, err);
 }
 
+static ngq_status session_feed(ngq_infer_session *s, const uint16_t *tokens, int n, ngq_error *err);
+
 ngq_status ngq_infer_session_feed(ngq_infer_session *s, const uint16_t *tokens, int n, const float **logits,
                                   ngq_error *err)
 {
     if (n < 1) return ngq_fail(err, NGQ_ERR_INTERNAL, "feeding %d tokens", n);
     ngq_status st = check_tokens(s->m, tokens, (size_t)n, err);
     if (st) return st;
+    /* A few new tokens are a few hundred thousand multiply-adds per layer:
+     * less than the cost of waking a second thread for each of the dozens of
+     * small kernels a token goes through. Run them on the calling thread
+     * (results do not depend on the thread count). */
+    const int saved_threads = omp_get_max_threads();
+    if (n <= NGQ_INFER_SERIAL_TOKENS) omp_set_num_threads(1);
+    st = session_feed(s, tokens, n, err);
+    if (n <= NGQ_INFER_SERIAL_TOKENS) omp_set_num_threads(saved_threads);
+    if (st) return st;
+    *logits = s->logits;
+    return NGQ_OK;
+}
+
+static ngq_status session_feed(ngq_infer_session *s, const uint16_t *tokens, int n, ngq_error *err)
+{
+    ngq_status st;
     const int T = s->m->cfg.block_size;
     if (s->len + n > T) {
         /* keep the last 3/4 of a block (and every new token), re-encode from position 0 */
         int keep = T - T / 4;
         if (keep < 1) keep = 1;
-        int total = s->len + n;
-        const uint16_t *src_new = tokens;
         if (n >= keep) {
             memcpy(s->pending, tokens + (n - keep), (size_t)keep * sizeof *tokens);
         } else {
             int from_context = keep - n;
             if (from_context > s->len) from_context = s->len;
             memcpy(s->pending, s->context + (s->len - from_context), (size_t)from_context * sizeof *tokens);
-            memcpy(s->pending + from_context, src_new, (size_t)n * sizeof *tokens);
+            memcpy(s->pending + from_context, tokens, (size_t)n * sizeof *tokens);
             keep = from_context + n;
         }
-        (void)total;
         s->len = 0;
         st = session_run(s, s->pending, keep, err);
     } else {
         st = session_run(s, tokens, n, err);
     }
-    if (st) return st;
-    *logits = s->logits;
-    return NGQ_OK;
+    return st;
 }
