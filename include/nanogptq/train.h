@@ -4,7 +4,12 @@
  * step to run_dir/train_log.csv, and writes checkpoints atomically to
  * run_dir/checkpoints/ (last.safetensors + last.state.safetensors every
  * checkpoint_interval steps and at the end; best.safetensors on a new best
- * validation loss). It reports progress through a callback and never prints.
+ * validation loss). The pair last + last.state is replaced so that a matching
+ * pair is on disk at every moment: a process killed at any point leaves the
+ * old pair or the new one, the new checkpoint possibly still named
+ * last.pending.safetensors, which --resume renames into place. Temporary
+ * files ("<name>.tmp.<pid>") of a killed process are left behind.
+ * It reports progress through a callback and never prints.
  * A stop request (e.g. from a signal handler) ends the loop after the current
  * step with `last` written; a NaN/Inf loss or gradient stops it with an error
  * naming the step and leaves the last good checkpoint in place. */

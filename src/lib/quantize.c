@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "nanogptq/checkpoint.h"
 #include "nanogptq/gptq.h"
@@ -326,6 +327,26 @@ static ngq_status quantize_linear(qstate *s, const ngq_quantize_options *o, int 
     return NGQ_OK;
 }
 
+/* Refuses up front a calibration set whose activations do not fit in memory:
+ * the buffers of run_gptq are only touched as the layers go, so without this
+ * a too-large n_samples runs for a long time and ends in the out-of-memory
+ * killer rather than a message. */
+static ngq_status check_calibration_memory(const ngq_model_config *c, int W, int window_batch, ngq_error *err)
+{
+    const double N = (double)W * c->block_size, C = c->n_embd, widest = 4.0 * C;
+    double need = 12.0 * N * C * sizeof(float) /* x, ln, qkv, atty, xmid, fch, tmp */
+                  + (double)window_batch * c->n_head * (double)c->block_size * c->block_size * sizeof(float)
+                  + N * sizeof(uint16_t) + widest * widest * (sizeof(double) + sizeof(float)); /* widest Hessian */
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    double have = (double)pages * (double)page_size;
+    if (pages > 0 && page_size > 0 && need > have)
+        return ngq_fail(err, NGQ_ERR_NOMEM,
+                        "GPTQ calibration on %d windows of %d tokens needs %.2f GiB, more than the %.2f GiB of memory "
+                        "here: lower [quantize] n_samples",
+                        W, c->block_size, need / (1 << 30), have / (1 << 30));
+    return NGQ_OK;
+}
+
 static ngq_status run_gptq(qstate *s, const ngq_config *cfg, const ngq_quantize_options *o, ngq_quantize_callback cb,
                            void *user, int total, ngq_error *err)
 {
@@ -333,6 +354,9 @@ static ngq_status run_gptq(qstate *s, const ngq_config *cfg, const ngq_quantize_
     const int T = c->block_size, C = c->n_embd, NH = c->n_head, W = s->n_windows;
     const int64_t N = (int64_t)W * T;
     (void)cfg;
+    const int window_batch = 8;
+    ngq_status st = check_calibration_memory(c, W, window_batch, err);
+    if (st) return st;
     s->x = malloc((size_t)N * C * sizeof(float));
     s->ln = malloc((size_t)N * C * sizeof(float));
     s->qkv = malloc((size_t)N * 3 * C * sizeof(float));
@@ -340,7 +364,6 @@ static ngq_status run_gptq(qstate *s, const ngq_config *cfg, const ngq_quantize_
     s->xmid = malloc((size_t)N * C * sizeof(float));
     s->fch = malloc((size_t)N * 4 * C * sizeof(float));
     s->tmp = malloc((size_t)N * C * sizeof(float));
-    const int window_batch = 8;
     s->att = malloc(ngq_attention_matrix_elements(window_batch, NH, T) * sizeof(float));
     if (!s->x || !s->ln || !s->qkv || !s->atty || !s->xmid || !s->fch || !s->tmp || !s->att)
         return ngq_fail(err, NGQ_ERR_NOMEM, "cannot hold calibration activations for %d windows of %d tokens", W, T);
@@ -353,7 +376,6 @@ static ngq_status run_gptq(qstate *s, const ngq_config *cfg, const ngq_quantize_
     ngq_embedding_forward(s->x, tokens, s->model.p.wte, s->model.p.wpe, W, T, C);
     free(tokens);
     calib += ngq_now_seconds() - t0;
-    ngq_status st;
     for (int l = 0; l < c->n_layer; l++) {
         const ngq_block_tensors *b = &s->model.p.blocks[l];
         t0 = ngq_now_seconds();

@@ -1,6 +1,8 @@
 /* train.c: the training loop (see train.h). */
 #include "nanogptq/train.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <math.h>
@@ -35,7 +37,7 @@ typedef struct {
     ngq_adamw opt;
     uint16_t *inputs, *targets; /* (B,T) batch buffers */
     size_t *val_offsets;
-    char *ckpt_dir, *last_path, *last_state_path, *best_path, *log_path;
+    char *ckpt_dir, *last_path, *last_pending_path, *last_state_path, *best_path, *log_path;
     FILE *log;
 } trainer;
 
@@ -44,6 +46,7 @@ static void trainer_free(trainer *t)
     if (t->log) fclose(t->log);
     free(t->ckpt_dir);
     free(t->last_path);
+    free(t->last_pending_path);
     free(t->last_state_path);
     free(t->best_path);
     free(t->log_path);
@@ -149,11 +152,64 @@ static ngq_status eval_val(trainer *t, double *loss, ngq_error *err)
     return NGQ_OK;
 }
 
+static ngq_status promote_pending(const trainer *t, ngq_error *err)
+{
+    if (rename(t->last_pending_path, t->last_path) != 0)
+        return ngq_fail(err, NGQ_ERR_IO, "%s: cannot rename %s into place: %s", t->last_path, t->last_pending_path,
+                        strerror(errno));
+    int fd = open(t->ckpt_dir, O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return NGQ_OK;
+}
+
+/* Replaces the pair last + last.state so that a matching pair is on disk at
+ * every moment: the checkpoint goes to last.pending, then the state (which
+ * names that checkpoint's checksum) replaces last.state, then last.pending is
+ * renamed over last. resume() finishes a replacement stopped before the rename;
+ * one stopped before the state was written leaves the old pair. */
 static ngq_status save_last(trainer *t, const ngq_checkpoint_meta *meta, ngq_train_state *state, ngq_error *err)
 {
-    ngq_status st = ngq_checkpoint_save(t->last_path, &t->model, &t->vocab, meta, state->checkpoint_checksum, err);
-    if (st == NGQ_OK) st = ngq_train_state_save(t->last_state_path, &t->opt, state, err);
-    return st;
+    ngq_status st =
+        ngq_checkpoint_save(t->last_pending_path, &t->model, &t->vocab, meta, state->checkpoint_checksum, err);
+    if (st) {
+        ngq_error_prefix(err, "writing %s", t->last_path);
+        return st;
+    }
+    if ((st = ngq_train_state_save(t->last_state_path, &t->opt, state, err))) {
+        unlink(t->last_pending_path);
+        return st;
+    }
+    return promote_pending(t, err);
+}
+
+/* One metadata value of a safetensors file into buf; 0 when unreadable or absent. */
+static int read_metadata_value(const char *path, const char *key, char *buf, size_t size)
+{
+    ngq_st_file *f = NULL;
+    ngq_error ignored = {0};
+    if (ngq_st_open(&f, path, &ignored)) return 0;
+    const char *value = ngq_st_metadata_value(f, key);
+    if (value) snprintf(buf, size, "%s", value);
+    ngq_st_close(f);
+    return value != NULL;
+}
+
+/* Finishes a save_last() that stopped between writing the state and the
+ * rename: last.pending is the state's checkpoint. A last.pending the state
+ * does not name was never paired with a state; it is removed. */
+static ngq_status finish_interrupted_save(const trainer *t, ngq_error *err)
+{
+    if (!ngq_file_exists(t->last_pending_path)) return NGQ_OK;
+    char pending_sum[64], state_sum[64];
+    if (read_metadata_value(t->last_pending_path, NGQ_ST_CHECKSUM_KEY, pending_sum, sizeof pending_sum) &&
+        read_metadata_value(t->last_state_path, "nanogptq.checkpoint_checksum", state_sum, sizeof state_sum) &&
+        strcmp(pending_sum, state_sum) == 0)
+        return promote_pending(t, err);
+    unlink(t->last_pending_path);
+    return NGQ_OK;
 }
 
 /* Keeps the log's rows up to `step` (a resumed run rewrites what follows) and
@@ -198,8 +254,9 @@ static ngq_status resume(trainer *t, ngq_train_state *state, double *elapsed_bef
     ngq_model loaded;
     ngq_vocab vocab;
     ngq_checkpoint_meta meta;
-    ngq_status st = ngq_checkpoint_load(t->last_path, &loaded, &vocab, &meta, err);
+    ngq_status st = finish_interrupted_save(t, err);
     if (st) return ngq_error_prefix(err, "--resume");
+    if ((st = ngq_checkpoint_load(t->last_path, &loaded, &vocab, &meta, err))) return ngq_error_prefix(err, "--resume");
     int same = same_model(&meta.model, &t->mc) && vocab.hash == t->vocab.hash;
     if (same) memcpy(t->model.params, loaded.params, t->model.param_count * sizeof(float));
     ngq_model_free(&loaded);
@@ -269,11 +326,12 @@ ngq_status ngq_train_run(const ngq_config *cfg, const ngq_train_options *options
     t.val_offsets = malloc((size_t)cfg->train.eval_windows * sizeof *t.val_offsets);
     t.ckpt_dir = ngq_strdup_printf("%s/checkpoints", cfg->paths.run_dir);
     t.last_path = ngq_config_checkpoint_path(cfg, "last.safetensors");
+    t.last_pending_path = ngq_config_checkpoint_path(cfg, "last.pending.safetensors");
     t.last_state_path = ngq_config_checkpoint_path(cfg, "last.state.safetensors");
     t.best_path = ngq_config_checkpoint_path(cfg, "best.safetensors");
     t.log_path = ngq_strdup_printf("%s/train_log.csv", cfg->paths.run_dir);
-    if (!t.inputs || !t.targets || !t.val_offsets || !t.ckpt_dir || !t.last_path || !t.last_state_path ||
-        !t.best_path || !t.log_path) {
+    if (!t.inputs || !t.targets || !t.val_offsets || !t.ckpt_dir || !t.last_path || !t.last_pending_path ||
+        !t.last_state_path || !t.best_path || !t.log_path) {
         st = ngq_fail(err, NGQ_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -362,13 +420,6 @@ ngq_status ngq_train_run(const ngq_config *cfg, const ngq_train_options *options
                 p.wrote_best = 1;
             }
         }
-        if ((step + 1) % cfg->train.checkpoint_interval == 0 || last_step || stop) {
-            meta.step = state.step;
-            meta.tokens_seen = state.tokens_seen;
-            meta.val_loss = p.val_loss;
-            if ((st = save_last(&t, &meta, &state, err))) goto done;
-            p.wrote_last = 1;
-        }
         double now = ngq_now_seconds();
         p.step = step + 1;
         p.lr = lr;
@@ -382,7 +433,19 @@ ngq_status ngq_train_run(const ngq_config *cfg, const ngq_train_options *options
         if (!isnan(p.val_loss)) snprintf(val_text, sizeof val_text, "%.6f", p.val_loss);
         fprintf(t.log, "%d,%.6e,%.6f,%s,%.6f,%.1f,%.2f\n", p.step, lr, train_loss, val_text, norm,
                 p.tokens_per_second, p.elapsed_seconds);
-        fflush(t.log);
+        if (fflush(t.log) != 0 || ferror(t.log)) {
+            st = ngq_fail(err, NGQ_ERR_IO, "%s: write failed: %s", t.log_path, strerror(errno));
+            goto done;
+        }
+        /* after the log row: a run stopped in between resumes from the previous
+         * checkpoint, which drops the row, instead of from this one without it */
+        if ((step + 1) % cfg->train.checkpoint_interval == 0 || last_step || stop) {
+            meta.step = state.step;
+            meta.tokens_seen = state.tokens_seen;
+            meta.val_loss = p.val_loss;
+            if ((st = save_last(&t, &meta, &state, err))) goto done;
+            p.wrote_last = 1;
+        }
         if ((step + 1) % cfg->train.log_interval == 0 || !isnan(p.val_loss) || last_step || stop ||
             step == start_step) {
             notify(options, NGQ_TRAIN_EVENT_STEP, &p, NULL);
