@@ -219,6 +219,21 @@ static void test_kernel_names_and_edge_cases(void **state)
     assert_string_equal(ngq_qmatmul_kernel_name(&q, 3), "q4_avx2");
 #endif
     ngq_qtensor_free(&q);
+    /* 4-bit groups must be multiples of 16 codes for the fused kernel */
+    g.granularity = NGQ_GRAN_GROUP;
+    g.group_size = 16;
+    make_rtn(16, 64, &g, 5, &q);
+#ifdef __AVX2__
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "q4_avx2");
+#endif
+    assert_true(check_against_reference(&q, 1, 1, 12) <= 1.0);
+    assert_true(check_against_reference(&q, 3, 0, 13) <= 1.0);
+    ngq_qtensor_free(&q);
+    g.group_size = 8;
+    make_rtn(16, 64, &g, 6, &q);
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "row_generic");
+    assert_true(check_against_reference(&q, 1, 1, 11) <= 1.0);
+    ngq_qtensor_free(&q);
     /* a single column and a single row */
     ngq_qgrid_default(&g, 4);
     make_rtn(1, 1, &g, 3, &q);
