@@ -35,7 +35,8 @@ typedef struct {
 ngq_status ngq_fail(ngq_error *err, ngq_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Prefixes the message already in err with more context ("loading x: ..."). */
+/* Prefixes the message already in err with more context ("loading x: ...")
+ * and returns err's status (NGQ_ERR_INTERNAL when err is NULL). */
 ngq_status ngq_error_prefix(ngq_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -26,7 +26,7 @@ ngq_status ngq_fail(ngq_error *err, ngq_status status, const char *fmt, ...)
 
 ngq_status ngq_error_prefix(ngq_error *err, const char *fmt, ...)
 {
-    if (!err) return NGQ_OK;
+    if (!err) return NGQ_ERR_INTERNAL; /* the status went with the record the caller did not pass */
     char prefix[NGQ_ERROR_MESSAGE_MAX];
     char old[NGQ_ERROR_MESSAGE_MAX];
     va_list ap;
@@ -179,7 +179,8 @@ ngq_status ngq_atomic_write(ngq_atomic_file *af, const void *data, size_t size, 
 {
     if (!af->fp) return ngq_fail(err, NGQ_ERR_INTERNAL, "write to a closed atomic file");
     if (size && fwrite(data, 1, size, af->fp) != size)
-        return ngq_fail(err, NGQ_ERR_IO, "%s: write failed: %s", af->tmp_path, strerror(errno));
+        return ngq_fail(err, NGQ_ERR_IO, "%s: write failed: %s (the previous %s is untouched)", af->tmp_path,
+                        strerror(errno), af->path);
     return NGQ_OK;
 }
 

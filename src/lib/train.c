@@ -1,7 +1,9 @@
 /* train.c: the training loop (see train.h). */
 #include "nanogptq/train.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -150,6 +152,27 @@ static ngq_status eval_val(trainer *t, double *loss, ngq_error *err)
     }
     *loss = sum / W;
     return NGQ_OK;
+}
+
+/* Deletes "<name>.tmp.<pid>" files that a killed run left in dir: those
+ * whose process is gone. A live process's temporaries are left alone. */
+static void remove_stale_temporaries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *mark = strstr(e->d_name, ".tmp.");
+        if (!mark) continue;
+        char *end;
+        long pid = strtol(mark + 5, &end, 10);
+        if (*end || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* running (or not ours to judge) */
+        char *path = ngq_path_join(dir, e->d_name);
+        if (path) unlink(path);
+        free(path);
+    }
+    closedir(d);
 }
 
 static ngq_status promote_pending(const trainer *t, ngq_error *err)
@@ -337,6 +360,7 @@ ngq_status ngq_train_run(const ngq_config *cfg, const ngq_train_options *options
     }
     ngq_train_val_offsets(t.val.count, T, cfg->train.eval_windows, t.val_offsets);
     if ((st = ngq_make_dirs(t.ckpt_dir, err))) goto done;
+    remove_stale_temporaries(t.ckpt_dir);
 
     ngq_train_state state = {.best_val_loss = INFINITY};
     ngq_rng_seed(&state.data_rng, (uint64_t)cfg->run.seed, 2);
