@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nanogptq/quant.h"
 #include "nanogptq/quantize.h"
@@ -242,6 +243,18 @@ ngq_status ngq_eval_run(const ngq_infer *const *models, int n_models, const uint
                             tokens[i], i, V);
 
     const int B = (size_t)batch_size < plan->count ? batch_size : (int)plan->count;
+    /* refuse up front what cannot fit: a workspace per model, per-position KL values, two logit batches */
+    double need = 2.0 * (double)B * T * V * sizeof(float) + (double)(n_models - 1) * plan->scored * sizeof(float);
+    for (int i = 0; i < n_models; i++) {
+        const ngq_model_config *c = ngq_infer_config(models[i]);
+        need += ((double)B * T * (12.0 * c->n_embd + V) + (double)B * c->n_head * T * T) * sizeof(float);
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page_size > 0 && need > (double)pages * (double)page_size)
+        return ngq_fail(err, NGQ_ERR_NOMEM,
+                        "evaluating %d checkpoints in batches of %d windows of %d tokens needs %.2f GiB, more than the "
+                        "%.2f GiB of memory here: lower [eval] batch_size",
+                        n_models, B, T, need / (1 << 30), (double)pages * (double)page_size / (1 << 30));
     eval_state s = {.n_models = n_models, .V = V, .T = T, .B = B};
     ngq_status st = NGQ_OK;
     double *kl_sum = calloc((size_t)n_models, sizeof *kl_sum); /* per model, over every scored position */
