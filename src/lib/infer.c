@@ -4,6 +4,7 @@
  * are quantized are dequantized one row at a time. */
 #include "nanogptq/infer.h"
 
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
@@ -281,6 +282,13 @@ static ngq_status linear(const weight *w, const weight *bias, const float *x, in
                          ngq_error *err)
 {
     if (w->q) return ngq_qmatmul(w->q, x, n, bias->fp, y, err);
+    if (n == 1) {
+        /* one row (generation): a matrix-vector product, without sgemm's packing */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w->fp, cols, x, 1, 0.0f, y, 1);
+        if (bias->fp)
+            for (int r = 0; r < rows; r++) y[r] += bias->fp[r];
+        return NGQ_OK;
+    }
     ngq_linear_forward(y, x, w->fp, bias->fp, n, cols, rows);
     return NGQ_OK;
 }
