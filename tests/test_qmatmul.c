@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,8 +201,12 @@ static void test_kernel_names_and_edge_cases(void **state)
     ngq_qgrid_default(&g, 8);
     ngq_qtensor q;
     make_rtn(16, 64, &g, 1, &q);
-#ifdef __AVX2__
-    assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "q8_avx2");
+#if defined(__AVX512F__)
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "q8_gemv_avx512");
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 2), "q8_avx2");
+#elif defined(__AVX2__)
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "q8_gemv_avx2");
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 2), "q8_avx2");
 #else
     assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "row_generic");
 #endif
@@ -223,8 +228,10 @@ static void test_kernel_names_and_edge_cases(void **state)
     g.granularity = NGQ_GRAN_GROUP;
     g.group_size = 16;
     make_rtn(16, 64, &g, 5, &q);
-#ifdef __AVX2__
+#if defined(__AVX512F__) /* the n = 1 kernel needs groups of 32 codes */
     assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "q4_avx2");
+#elif defined(__AVX2__)
+    assert_string_equal(ngq_qmatmul_kernel_name(&q, 1), "q4_gemv_avx2");
 #endif
     assert_true(check_against_reference(&q, 1, 1, 12) <= 1.0);
     assert_true(check_against_reference(&q, 3, 0, 13) <= 1.0);
@@ -247,6 +254,68 @@ static void test_kernel_names_and_edge_cases(void **state)
     ngq_qtensor_free(&q);
 }
 
+/* The n = 1 kernels take several weight rows per pass: every row count
+ * (short last blocks), per-channel, group and fp16 grids, symmetric and
+ * asymmetric, agree with the reference and give the same bits on one thread
+ * and on several. */
+static void test_gemv_rows_and_threads(void **state)
+{
+    (void)state;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int variant = 0; variant < 3; variant++)
+            for (int64_t rows = 1; rows <= 19; rows += 3) {
+                ngq_qgrid g;
+                ngq_qgrid_default(&g, bits);
+                int64_t cols = 192;
+                if (variant == 1) {
+                    g.granularity = NGQ_GRAN_GROUP;
+                    g.group_size = 64;
+                } else if (variant == 2) {
+                    g.granularity = NGQ_GRAN_GROUP;
+                    g.group_size = 32;
+                    g.symmetric = 1;
+                    g.scale_dtype = NGQ_SCALE_F16;
+                    cols = 160;
+                }
+                ngq_qtensor q;
+                make_rtn(rows, cols, &g, 900 + (uint64_t)(rows * 10 + variant), &q);
+#ifdef __AVX2__
+                assert_non_null(strstr(ngq_qmatmul_kernel_name(&q, 1), "_gemv_"));
+#endif
+                double worst = check_against_reference(&q, 1, (int)(rows % 2), 40 + (uint64_t)rows);
+                if (worst > 1.0)
+                    fail_msg("bits %d variant %d rows %lld: error %.3g x the bound", bits, variant, (long long)rows,
+                             worst);
+                ngq_qtensor_free(&q);
+            }
+    /* large enough to run in parallel: 1 thread and 2 threads agree bit for bit */
+    ngq_qgrid g;
+    ngq_qgrid_default(&g, 8);
+    ngq_qtensor q8, q4;
+    make_rtn(301, 192, &g, 31, &q8);
+    ngq_qgrid_default(&g, 4);
+    g.granularity = NGQ_GRAN_GROUP;
+    g.group_size = 64;
+    make_rtn(301, 192, &g, 32, &q4);
+    float x[192], y1[301], y2[301];
+    ngq_rng rng;
+    ngq_rng_seed(&rng, 33, 0);
+    fill_normal(&rng, x, 192, 1.0f);
+    const ngq_qtensor *qs[2] = {&q8, &q4};
+    const int saved = omp_get_max_threads();
+    for (int i = 0; i < 2; i++) {
+        ngq_error err = {0};
+        omp_set_num_threads(1);
+        assert_int_equal(ngq_qmatmul(qs[i], x, 1, NULL, y1, &err), NGQ_OK);
+        omp_set_num_threads(2);
+        assert_int_equal(ngq_qmatmul(qs[i], x, 1, NULL, y2, &err), NGQ_OK);
+        assert_memory_equal(y1, y2, sizeof y1);
+    }
+    omp_set_num_threads(saved);
+    ngq_qtensor_free(&q8);
+    ngq_qtensor_free(&q4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_model_shapes_n1_and_large),
         cmocka_unit_test(test_g_idx_and_odd_groups),
         cmocka_unit_test(test_kernel_names_and_edge_cases),
+        cmocka_unit_test(test_gemv_rows_and_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

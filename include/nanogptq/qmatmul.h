@@ -11,8 +11,14 @@
  *       and accumulate sum_j x_j (code_j - zero) per group, times the group's
  *       scale (4-bit needs groups of a multiple of 16 codes and reads a
  *       de-interleaved copy of x, even then odd elements of every 16; other
- *       group sizes take the generic kernel); at n = 1 they take two weight
- *       rows at a time;
+ *       group sizes take the generic kernel);
+ *     n = 1, 8-bit and 4-bit: "q8_gemv_*"/"q4_gemv_*" (avx512 with AVX-512F,
+ *       else avx2) take 8 weight rows per pass sharing every load of x, and
+ *       move the zero point out of the inner loop: per group g,
+ *       scale_g * (sum_j x_j code_j - zero_g * sum_j x_j), the group sums of
+ *       x computed once per call (x itself is never quantized); 4-bit groups
+ *       must be multiples of 32 codes (AVX-512) or 16 (AVX2), else the fused
+ *       kernel above runs;
  *     other widths, act-order g_idx, or a build without AVX2: the generic
  *       kernel dequantizes one row into a buffer and takes dot products.
  *   n >= NGQ_QMATMUL_SMALL_N (evaluation): every thread takes a static slice
@@ -46,8 +52,9 @@ ngq_status ngq_qmatmul(const ngq_qtensor *q, const float *x, int64_t n, const fl
 ngq_status ngq_qmatmul_reference(const ngq_qtensor *q, const float *x, int64_t n, const float *bias, float *y,
                                  ngq_error *err);
 
-/* Name of the kernel ngq_qmatmul uses for q and n: "q8_avx2", "q4_avx2",
- * "row_generic" or "tile_sgemm". */
+/* Name of the kernel ngq_qmatmul uses for q and n: "q8_gemv_avx512",
+ * "q4_gemv_avx512", "q8_gemv_avx2", "q4_gemv_avx2" (n = 1), "q8_avx2",
+ * "q4_avx2", "row_generic" or "tile_sgemm". */
 const char *ngq_qmatmul_kernel_name(const ngq_qtensor *q, int64_t n);
 
 #endif

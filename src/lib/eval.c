@@ -282,7 +282,7 @@ ngq_status ngq_eval_run(const ngq_infer *const *models, int n_models, const uint
         snprintf(mr->label, sizeof mr->label, "%s", mr->info.label);
         for (int k = 1, j = 0; j < i; j++) /* unique labels: the tables are keyed by them */
             if (strcmp(result->models[j].label, mr->label) == 0) {
-                snprintf(mr->label, sizeof mr->label, "%.50s#%d", mr->info.label, ++k);
+                snprintf(mr->label, sizeof mr->label, "%.40s#%d", mr->info.label, ++k);
                 j = -1;
             }
         ngq_eval_granularity_name(mr->info.grid, mr->granularity, sizeof mr->granularity);

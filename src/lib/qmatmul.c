@@ -1,5 +1,5 @@
 /* qmatmul.c: Y = X @ dequant(Q)^T (+ bias) on packed weights: fused AVX2
- * kernels for 8-bit and 4-bit codes at small n, a generic row kernel for the
+ * kernels for 8-bit and 4-bit codes at small n (multi-row ones at n = 1), a generic row kernel for the
  * other widths, and a tiled dequantize-then-sgemm path for large n (see
  * qmatmul.h). It never materializes the whole float weight except in the
  * reference path. It does not quantize. */
@@ -91,7 +91,7 @@ static inline void decode16_q8(const uint8_t *row, int64_t j, __m256 vz, __m256 
 /* 4-bit: the 8 bytes at column j (a multiple of 16) hold codes j+2k (low
  * nibble of byte k) and j+2k+1 (high nibble): d0 gets the even codes
  * j, j+2, .., j+14, d1 the odd ones, to be multiplied with the de-interleaved
- * input (see deinterleave16). */
+ * input (see deinterleave_block, blocks of 16). */
 static inline void decode16_q4(const uint8_t *row, int64_t j, __m256 vz, __m256 *d0, __m256 *d1)
 {
     __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(row + (j >> 1))));
@@ -257,16 +257,212 @@ DEFINE_FUSED_KERNELS(q8, decode16_q8, code_q8)
 DEFINE_FUSED_KERNELS(q4, decode16_q4, code_q4)
 #endif
 
-/* xd (cols) = x with each aligned run of 16 reordered as its 8 even then its
- * 8 odd elements, the order decode16_q4 yields codes in; a tail of fewer than
- * 16 is copied as is (the kernels read it from x). */
-static void deinterleave16(const float *x, int64_t cols, float *xd)
+/* ---- n = 1: GEMV_ROWS weight rows per pass ------------------------------------- */
+
+/* One input against GEMV_ROWS weight rows at a time, so every load of x serves
+ * all of them, with two vector accumulators per row. The zero point leaves
+ * the inner loop:
+ *   out_r = sum_g scale_g * (sum_{j in g} x_j code_j) - sum_g scale_g zero_g xsum_g,
+ * with xsum_g = sum_{j in g} x_j computed once per call. Every row goes
+ * through the same operations in the same order wherever it sits in a block
+ * (a short last block repeats its last row), so results do not depend on the
+ * blocking or on the thread count. Vectors are GEMV_W floats: 16 with
+ * AVX-512F, else 8 with AVX2. */
+#ifdef __AVX2__
+#define GEMV_ROWS 8
+
+#ifdef __AVX512F__
+#define GEMV_W 16
+#define GEMV_SUFFIX "avx512"
+typedef __m512 gemv_vec;
+static inline gemv_vec gv_zero(void) { return _mm512_setzero_ps(); }
+static inline gemv_vec gv_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline gemv_vec gv_set1(float v) { return _mm512_set1_ps(v); }
+static inline gemv_vec gv_add(gemv_vec a, gemv_vec b) { return _mm512_add_ps(a, b); }
+static inline gemv_vec gv_fmadd(gemv_vec a, gemv_vec b, gemv_vec c) { return _mm512_fmadd_ps(a, b, c); }
+/* The 16 bytes at p zero-extended to 16 dwords in order: the bytes broadcast to
+ * every 128-bit lane, and an in-lane byte shuffle (cheaper than the
+ * cross-lane vpmovzxbd zmm). */
+static inline __m512i gv_widen16(const uint8_t *p)
 {
+    const __m512i pick = _mm512_set_epi32(
+        (int)0x8080800f, (int)0x8080800e, (int)0x8080800d, (int)0x8080800c, (int)0x8080800b, (int)0x8080800a,
+        (int)0x80808009, (int)0x80808008, (int)0x80808007, (int)0x80808006, (int)0x80808005, (int)0x80808004,
+        (int)0x80808003, (int)0x80808002, (int)0x80808001, (int)0x80808000);
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)p)), pick);
+}
+/* 16 8-bit codes from p, as floats. */
+static inline gemv_vec gv_decode_q8(const uint8_t *p)
+{
+    return _mm512_cvtepi32_ps(gv_widen16(p));
+}
+/* 32 4-bit codes from the 16 bytes at p: the even codes into *even, the odd
+ * ones into *odd (the order of deinterleave_block with 32-element blocks). */
+static inline void gv_decode_q4(const uint8_t *p, gemv_vec *even, gemv_vec *odd)
+{
+    __m512i b = gv_widen16(p);
+    *even = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
+    *odd = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+}
+/* The four sums of 16 lanes, each a fixed tree: halves, then as hsum4_256. */
+static inline __m256 gv_fold(gemv_vec a)
+{
+    return _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+}
+#else
+#define GEMV_W 8
+#define GEMV_SUFFIX "avx2"
+typedef __m256 gemv_vec;
+static inline gemv_vec gv_zero(void) { return _mm256_setzero_ps(); }
+static inline gemv_vec gv_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline gemv_vec gv_set1(float v) { return _mm256_set1_ps(v); }
+static inline gemv_vec gv_add(gemv_vec a, gemv_vec b) { return _mm256_add_ps(a, b); }
+static inline gemv_vec gv_fmadd(gemv_vec a, gemv_vec b, gemv_vec c) { return _mm256_fmadd_ps(a, b, c); }
+/* 8 8-bit codes from p, as floats. */
+static inline gemv_vec gv_decode_q8(const uint8_t *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+/* 16 4-bit codes from the 8 bytes at p: even codes into *even, odd into *odd. */
+static inline void gv_decode_q4(const uint8_t *p, gemv_vec *even, gemv_vec *odd)
+{
+    __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+    *even = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)));
+    *odd = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+}
+static inline __m256 gv_fold(gemv_vec a)
+{
+    return a;
+}
+#endif
+
+/* out[i] = the sum of the 8 lanes of v[i], i < 4, as one fixed tree. */
+static inline void hsum4_256(const __m256 v[4], float out[4])
+{
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+/* The parameters of row r, group g, read in place (zero_implicit is the
+ * symmetric grid's zero point when the tensor stores no zeros). */
+static inline ngq_qparams gemv_params(const ngq_qtensor *q, int64_t r, int64_t g, float zero_implicit)
+{
+    const int64_t i = q->grid.granularity == NGQ_GRAN_TENSOR ? 0 : r * q->groups_per_row + g;
+    ngq_qparams p;
+#ifdef __F16C__
+    p.scale = q->scales_f16 ? _cvtsh_ss(q->scales_f16[i]) : q->scales_f32[i];
+#else
+    p.scale = q->scales_f16 ? ngq_f16_to_f32(q->scales_f16[i]) : q->scales_f32[i];
+#endif
+    p.zero = q->zeros ? (float)q->zeros[i] : zero_implicit;
+    return p;
+}
+
+/* Rows r[0..GEMV_ROWS) against x (cols) -> out: the 8-bit kernel. xv is x;
+ * xsum (groups_per_row) the group sums of x. */
+static void gemv_rows_q8(const ngq_qtensor *q, const int64_t *r, const float *x, const float *xv, const float *xsum,
+                         float zero_implicit, int64_t gsize, float *out)
+{
+    const uint8_t *row[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) row[i] = q->codes + r[i] * q->row_bytes;
+    gemv_vec acc[GEMV_ROWS];
+    float tail[GEMV_ROWS], zterm[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) {
+        acc[i] = gv_zero();
+        tail[i] = zterm[i] = 0.0f;
+    }
+    for (int64_t g = 0; g < q->groups_per_row; g++) {
+        const int64_t c1 = (g + 1) * gsize;
+        int64_t j = g * gsize;
+        gemv_vec a[GEMV_ROWS], b[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++) a[i] = b[i] = gv_zero();
+        for (; j + 2 * GEMV_W <= c1; j += 2 * GEMV_W) {
+            const gemv_vec x0 = gv_load(xv + j), x1 = gv_load(xv + j + GEMV_W);
+            for (int i = 0; i < GEMV_ROWS; i++) {
+                a[i] = gv_fmadd(gv_decode_q8(row[i] + j), x0, a[i]);
+                b[i] = gv_fmadd(gv_decode_q8(row[i] + j + GEMV_W), x1, b[i]);
+            }
+        }
+        for (; j + GEMV_W <= c1; j += GEMV_W) {
+            const gemv_vec x0 = gv_load(xv + j);
+            for (int i = 0; i < GEMV_ROWS; i++) a[i] = gv_fmadd(gv_decode_q8(row[i] + j), x0, a[i]);
+        }
+        float t[GEMV_ROWS] = {0.0f};
+        for (; j < c1; j++)
+            for (int i = 0; i < GEMV_ROWS; i++) t[i] += code_q8(row[i], j) * x[j];
+        for (int i = 0; i < GEMV_ROWS; i++) {
+            const ngq_qparams p = gemv_params(q, r[i], g, zero_implicit);
+            acc[i] = gv_fmadd(gv_set1(p.scale), gv_add(a[i], b[i]), acc[i]);
+            tail[i] += p.scale * t[i];
+            zterm[i] += p.scale * p.zero * xsum[g];
+        }
+    }
+    __m256 folded[GEMV_ROWS];
+    float sums[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) folded[i] = gv_fold(acc[i]);
+    for (int i = 0; i < GEMV_ROWS; i += 4) hsum4_256(folded + i, sums + i);
+    for (int i = 0; i < GEMV_ROWS; i++) out[i] = (sums[i] + tail[i]) - zterm[i];
+}
+
+/* The 4-bit kernel: as gemv_rows_q8, with xv the copy of x de-interleaved in
+ * blocks of 2 * GEMV_W (deinterleave_block). */
+static void gemv_rows_q4(const ngq_qtensor *q, const int64_t *r, const float *x, const float *xv, const float *xsum,
+                         float zero_implicit, int64_t gsize, float *out)
+{
+    const uint8_t *row[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) row[i] = q->codes + r[i] * q->row_bytes;
+    gemv_vec acc[GEMV_ROWS];
+    float tail[GEMV_ROWS], zterm[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) {
+        acc[i] = gv_zero();
+        tail[i] = zterm[i] = 0.0f;
+    }
+    for (int64_t g = 0; g < q->groups_per_row; g++) {
+        const int64_t c1 = (g + 1) * gsize;
+        int64_t j = g * gsize;
+        gemv_vec a[GEMV_ROWS], b[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++) a[i] = b[i] = gv_zero();
+        for (; j + 2 * GEMV_W <= c1; j += 2 * GEMV_W) {
+            const gemv_vec x0 = gv_load(xv + j), x1 = gv_load(xv + j + GEMV_W);
+            for (int i = 0; i < GEMV_ROWS; i++) {
+                gemv_vec even, odd;
+                gv_decode_q4(row[i] + (j >> 1), &even, &odd);
+                a[i] = gv_fmadd(even, x0, a[i]);
+                b[i] = gv_fmadd(odd, x1, b[i]);
+            }
+        }
+        float t[GEMV_ROWS] = {0.0f};
+        for (; j < c1; j++)
+            for (int i = 0; i < GEMV_ROWS; i++) t[i] += code_q4(row[i], j) * x[j];
+        for (int i = 0; i < GEMV_ROWS; i++) {
+            const ngq_qparams p = gemv_params(q, r[i], g, zero_implicit);
+            acc[i] = gv_fmadd(gv_set1(p.scale), gv_add(a[i], b[i]), acc[i]);
+            tail[i] += p.scale * t[i];
+            zterm[i] += p.scale * p.zero * xsum[g];
+        }
+    }
+    __m256 folded[GEMV_ROWS];
+    float sums[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) folded[i] = gv_fold(acc[i]);
+    for (int i = 0; i < GEMV_ROWS; i += 4) hsum4_256(folded + i, sums + i);
+    for (int i = 0; i < GEMV_ROWS; i++) out[i] = (sums[i] + tail[i]) - zterm[i];
+}
+
+typedef void (*gemv_rows_fn)(const ngq_qtensor *q, const int64_t *r, const float *x, const float *xv,
+                             const float *xsum, float zero_implicit, int64_t gsize, float *out);
+#endif
+
+/* xd (cols) = x with each aligned run of `block` elements reordered as its
+ * even then its odd elements, the order the 4-bit decoders yield codes in; a
+ * tail shorter than block is copied as is (the kernels read it from x). */
+static void deinterleave_block(const float *x, int64_t cols, int64_t block, float *xd)
+{
+    const int64_t half = block / 2;
     int64_t j = 0;
-    for (; j + 16 <= cols; j += 16)
-        for (int k = 0; k < 8; k++) {
+    for (; j + block <= cols; j += block)
+        for (int64_t k = 0; k < half; k++) {
             xd[j + k] = x[j + 2 * k];
-            xd[j + 8 + k] = x[j + 2 * k + 1];
+            xd[j + half + k] = x[j + 2 * k + 1];
         }
     for (; j < cols; j++) xd[j] = x[j];
 }
@@ -315,14 +511,85 @@ static row_kernel_fn fused_kernel_for(const ngq_qtensor *q)
     return k->fused;
 }
 
+#ifdef __AVX2__
+/* The n = 1 kernel usable for q, or NULL: that of the fused kernel's format,
+ * when 4-bit groups start on whole de-interleaved blocks of 2 * GEMV_W. */
+static gemv_rows_fn gemv_kernel_for(const ngq_qtensor *q)
+{
+    if (!fused_kernel_for(q)) return NULL;
+    if (q->grid.bits == 8) return gemv_rows_q8;
+    if (q->groups_per_row > 1 && (q->cols / q->groups_per_row) % (2 * GEMV_W) != 0) return NULL;
+    return gemv_rows_q4;
+}
+#endif
+
 const char *ngq_qmatmul_kernel_name(const ngq_qtensor *q, int64_t n)
 {
     if (n >= NGQ_QMATMUL_SMALL_N) return "tile_sgemm";
+#ifdef __AVX2__
+    if (n == 1 && gemv_kernel_for(q)) return q->grid.bits == 8 ? "q8_gemv_" GEMV_SUFFIX : "q4_gemv_" GEMV_SUFFIX;
+#endif
     if (fused_kernel_for(q)) return kernel_table[q->grid.bits - NGQ_QUANT_MIN_BITS].name;
     return "row_generic";
 }
 
 /* ---- the two paths ------------------------------------------------------------ */
+
+#ifdef __AVX2__
+/* Rows [blk * GEMV_ROWS, (blk + 1) * GEMV_ROWS) of y (rows) = x @ dequant(q)^T
+ * + bias; a short last block repeats its last row and stores only its own. */
+static inline void gemv_block(const ngq_qtensor *q, gemv_rows_fn gemv, int64_t blk, const float *x, const float *xv,
+                              const float *xsum, float zero_implicit, int64_t gsize, const float *bias, float *y)
+{
+    int64_t r[GEMV_ROWS];
+    float out[GEMV_ROWS];
+    for (int i = 0; i < GEMV_ROWS; i++) {
+        r[i] = blk * GEMV_ROWS + i;
+        if (r[i] >= q->rows) r[i] = q->rows - 1;
+    }
+    gemv(q, r, x, xv, xsum, zero_implicit, gsize, out);
+    for (int i = 0; i < GEMV_ROWS && blk * GEMV_ROWS + i < q->rows; i++)
+        y[r[i]] = out[i] + (bias ? bias[r[i]] : 0.0f);
+}
+
+/* x (cols) -> y (rows) with an n = 1 kernel, blocks of GEMV_ROWS rows split
+ * statically over the threads. */
+static ngq_status qmatmul_gemv(const ngq_qtensor *q, gemv_rows_fn gemv, const float *x, const float *bias, float *y,
+                               int parallel, ngq_error *err)
+{
+    const int64_t rows = q->rows, cols = q->cols, groups = q->groups_per_row;
+    const int64_t extra = q->grid.bits == 4 ? cols : 0;
+    float stack_buf[1024];
+    float *buf = stack_buf;
+    if (groups + extra > (int64_t)(sizeof stack_buf / sizeof stack_buf[0])) {
+        buf = malloc((size_t)(groups + extra) * sizeof *buf);
+        if (!buf) return ngq_fail(err, NGQ_ERR_NOMEM, "qmatmul: cannot allocate %lld floats", (long long)(groups + extra));
+    }
+    float *xsum = buf;
+    const float *xv = x;
+    if (extra) {
+        deinterleave_block(x, cols, 2 * GEMV_W, buf + groups);
+        xv = buf + groups;
+    }
+    const int64_t gsize = cols / groups;
+    for (int64_t g = 0; g < groups; g++) {
+        float s = 0.0f;
+        for (int64_t j = g * gsize; j < (g + 1) * gsize; j++) s += x[j];
+        xsum[g] = s;
+    }
+    const float zero_implicit = q->zeros ? 0.0f : ngq_qtensor_get_params(q, 0, 0).zero;
+    const int64_t nblocks = (rows + GEMV_ROWS - 1) / GEMV_ROWS;
+    const int nthreads = parallel ? omp_get_max_threads() : 1;
+    if (nthreads > 1) { /* a team of one still costs a parallel region's set-up */
+        #pragma omp parallel for schedule(static)
+        for (int64_t blk = 0; blk < nblocks; blk++) gemv_block(q, gemv, blk, x, xv, xsum, zero_implicit, gsize, bias, y);
+    } else {
+        for (int64_t blk = 0; blk < nblocks; blk++) gemv_block(q, gemv, blk, x, xv, xsum, zero_implicit, gsize, bias, y);
+    }
+    if (buf != stack_buf) free(buf);
+    return NGQ_OK;
+}
+#endif
 
 /* x (n, cols) -> y (n, rows), one output row at a time, rows split statically. */
 static ngq_status qmatmul_rows(const ngq_qtensor *q, const float *x, int64_t n, const float *bias, float *y,
@@ -331,12 +598,16 @@ static ngq_status qmatmul_rows(const ngq_qtensor *q, const float *x, int64_t n, 
     row_kernel_fn fused = fused_kernel_for(q);
     const int64_t rows = q->rows, cols = q->cols;
     const int parallel = rows * cols * n > 32768;
+#ifdef __AVX2__
+    gemv_rows_fn gemv = n == 1 ? gemv_kernel_for(q) : NULL;
+    if (gemv) return qmatmul_gemv(q, gemv, x, bias, y, parallel, err);
+#endif
     if (fused) { /* pairs of rows, so a pair never straddles two threads */
         float *xd = NULL;
         if (q->grid.bits == 4) {
             xd = malloc((size_t)(n * cols) * sizeof *xd);
             if (!xd) return ngq_fail(err, NGQ_ERR_NOMEM, "qmatmul: cannot allocate %lld floats", (long long)(n * cols));
-            for (int64_t k = 0; k < n; k++) deinterleave16(x + k * cols, cols, xd + k * cols);
+            for (int64_t k = 0; k < n; k++) deinterleave_block(x + k * cols, cols, 16, xd + k * cols);
         }
         const float *xv = xd ? xd : x;
         const int64_t npairs = (rows + 1) / 2;
