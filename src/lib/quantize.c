@@ -145,10 +145,11 @@ static ngq_status read_offsets(const char *path, size_t max_offset, int64_t **of
             long long v = strtoll(s, &end, 10);
             while (*end == ' ' || *end == '\t' || *end == '\r') end++;
             if (*end || errno || v < 0 || (size_t)v > max_offset) {
+                ngq_fail(err, NGQ_ERR_FORMAT, "%s:%d: '%.40s' is not a window offset in [0, %zu]", path, line, s,
+                         max_offset);
                 free(out);
-                free(text);
-                return ngq_fail(err, NGQ_ERR_FORMAT, "%s:%d: '%s' is not a window offset in [0, %zu]", path, line, s,
-                                max_offset);
+                free(text); /* s points into text: the message is made first */
+                return NGQ_ERR_FORMAT;
             }
             if (n == cap) {
                 cap *= 2;
