@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_fixture.h"
 #include "nanogptq/checkpoint.h"
 #include "nanogptq/cli.h"
 #include "nanogptq/quantize.h"
@@ -27,34 +28,6 @@ static int die(const char *what, const ngq_error *err)
 {
     fprintf(stderr, "bench_generate: %s: %s\n", what, err->message);
     return 1;
-}
-
-/* The reference model with random weights and a vocabulary of 87 characters
- * ("\n" and U+0020..U+0075) plus the unknown id. */
-static ngq_status make_fixture(const char *path, ngq_error *err)
-{
-    ngq_model_config mc;
-    ngq_model_config_reference(&mc);
-    uint32_t cps[87];
-    cps[0] = '\n';
-    for (int i = 1; i < 87; i++) cps[i] = 0x1f + (uint32_t)i;
-    ngq_vocab vocab;
-    ngq_status st = ngq_vocab_from_codepoints(&vocab, cps, 87, err);
-    if (st) return st;
-    mc.vocab_size = vocab.size;
-    ngq_model model;
-    if ((st = ngq_model_init(&model, &mc, err))) {
-        ngq_vocab_free(&vocab);
-        return st;
-    }
-    ngq_rng rng;
-    ngq_rng_seed(&rng, 1, 1);
-    ngq_model_init_weights(&model, &rng);
-    ngq_checkpoint_meta meta = {.val_loss = NAN};
-    st = ngq_checkpoint_save(path, &model, &vocab, &meta, NULL, err);
-    ngq_model_free(&model);
-    ngq_vocab_free(&vocab);
-    return st;
 }
 
 static int by_value(const void *a, const void *b)
@@ -104,7 +77,7 @@ int main(int argc, char **argv)
     int n = 0;
     paths[n++] = ngq_path_join(dir, "fp32.safetensors");
     int rc = 0;
-    if (make_fixture(paths[0], &err)) {
+    if (bench_make_fixture(paths[0], &err)) {
         rc = die("fixture", &err);
         goto cleanup;
     }
